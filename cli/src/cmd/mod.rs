@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod adapter;
+pub mod runtime;
+pub mod signal;

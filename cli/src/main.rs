@@ -1,0 +1,53 @@
+//! `modelmesh`: one binary for every component of the mesh. Each subcommand is one container's
+//! job in Kubernetes, and together they run a whole mesh on a laptop.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// modelmesh: serve thousands of models on a few pods.
+#[derive(Debug, Parser)]
+#[command(name = "modelmesh", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `modelmesh_runtime=debug`.
+    #[arg(long, env = "MODELMESH_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Triton-compatible multi-model server for ONNX models (KServe v2 gRPC + REST).
+    Runtime(cmd::runtime::Args),
+    /// mmesh.ModelRuntime adapter in front of a Triton or MLServer model server.
+    Adapter(cmd::adapter::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Runtime(a) => cmd::runtime::run(a).await,
+            Command::Adapter(a) => cmd::adapter::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

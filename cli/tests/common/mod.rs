@@ -1,0 +1,169 @@
+//! Test support: free ports, child processes that die with the test, readiness polling with a
+//! deadline, and the locations of the real third-party peers installed by
+//! `scripts/setup-peers.sh`.
+#![allow(dead_code)]
+
+pub mod kserve;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The checkout root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A path under the checkout root that must exist; the panic says how to create it.
+pub fn peer(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-peers.sh first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The `modelmesh` binary under test.
+pub fn modelmesh() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_modelmesh"))
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test never leaks servers.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout/stderr going to a log file in `logdir`.
+    pub fn spawn(name: &str, mut cmd: Command, logdir: &Path) -> Proc {
+        let log = logdir.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).stdin(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
+    }
+
+    /// The log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early ({status}); log:\n{}", self.name, self.log_text());
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` before SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        #[cfg(unix)]
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes; the process must stay up.
+pub async fn wait_until<F, Fut>(what: &str, proc_: &mut Proc, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        proc_.assert_running();
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not ready after {timeout:?}; {} log:\n{}", proc_.name, proc_.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A lazily connecting gRPC channel to a loopback port.
+pub fn channel(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
+}
+
+/// Waits until a KServe v2 gRPC server on `port` answers ServerReady = true.
+pub async fn wait_grpc_ready(proc_: &mut Proc, port: u16, timeout: Duration) {
+    use modelmesh_proto::inference::{ServerReadyRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+    let ch = channel(port);
+    wait_until("gRPC ServerReady", proc_, timeout, || {
+        let mut c = GrpcInferenceServiceClient::new(ch.clone());
+        async move { c.server_ready(ServerReadyRequest {}).await.map(|r| r.into_inner().ready).unwrap_or(false) }
+    })
+    .await;
+}
+
+/// Copies a directory tree (files only, following nothing special).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// Starts `modelmesh runtime` on a repository; returns the process and its gRPC and HTTP ports.
+pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
+    let (grpc, http) = (free_port(), free_port());
+    let mut cmd = modelmesh();
+    cmd.args(["runtime", "--address", "127.0.0.1", "--model-repository"])
+        .arg(repo)
+        .args(["--grpc-port", &grpc.to_string(), "--http-port", &http.to_string()]);
+    let mut p = Proc::spawn("modelmesh-runtime", cmd, logdir);
+    wait_grpc_ready(&mut p, grpc, Duration::from_secs(30)).await;
+    (p, grpc, http)
+}
+
+/// Expected example outputs (examples/models/expected.json).
+pub fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("examples/models/expected.json")).expect("expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}

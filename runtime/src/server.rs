@@ -1,0 +1,138 @@
+//! Binding the gRPC and HTTP ports and serving until shutdown.
+
+use crate::grpc::InferenceService;
+use crate::manager::ModelManager;
+use crate::repository::Repository;
+use modelmesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Largest gRPC message accepted or sent (requests carry whole tensors).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Settings of one runtime server.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Triton-layout model repository.
+    pub model_repository: PathBuf,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// HTTP (KServe v2 REST) listen address; `None` disables REST.
+    pub http_addr: Option<SocketAddr>,
+    /// Models to load at start-up.
+    pub load_models: Vec<String>,
+}
+
+/// A runtime whose ports are bound (so callers learn the real ports before serving).
+pub struct BoundRuntime {
+    mgr: Arc<ModelManager>,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    load_models: Vec<String>,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address tried.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A start-up model failed to load.
+    #[error("start-up model failed to load: {0}")]
+    StartupLoad(#[from] crate::error::RuntimeError),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+impl BoundRuntime {
+    /// Binds the configured ports.
+    pub async fn bind(cfg: RuntimeConfig) -> Result<BoundRuntime, ServeError> {
+        let grpc = TcpListener::bind(cfg.grpc_addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: cfg.grpc_addr, source })?;
+        let http = match cfg.http_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?),
+            None => None,
+        };
+        let mgr = Arc::new(ModelManager::new(Repository::new(cfg.model_repository)));
+        Ok(BoundRuntime { mgr, grpc, http, load_models: cfg.load_models })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The model manager (shared with the servers).
+    pub fn manager(&self) -> Arc<ModelManager> {
+        self.mgr.clone()
+    }
+
+    /// Loads the start-up models, then serves both ports until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        for m in &self.load_models {
+            self.mgr.load(m).await?;
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let grpc_addr = self.grpc_addr();
+        let http_addr = self.http_addr();
+        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, repository = %self.mgr.repository().root().display(), "modelmesh runtime serving");
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<GrpcInferenceServiceServer<InferenceService>>()
+            .await;
+        let svc = GrpcInferenceServiceServer::new(InferenceService::new(self.mgr.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut grpc_rx = rx.clone();
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(self.grpc), async move {
+                let _ = grpc_rx.wait_for(|v| *v).await;
+            });
+        let http = self.http.map(|listener| {
+            let mut http_rx = rx.clone();
+            let app = crate::http::router(self.mgr.clone());
+            async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = http_rx.wait_for(|v| *v).await;
+                    })
+                    .await
+                    .map_err(ServeError::Http)
+            }
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        match http {
+            Some(http) => {
+                let (g, h) = tokio::join!(grpc, http);
+                g?;
+                h?;
+            }
+            None => grpc.await?,
+        }
+        tracing::info!("modelmesh runtime stopped");
+        Ok(())
+    }
+}
