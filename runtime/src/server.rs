@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 /// Largest gRPC message accepted or sent (requests carry whole tensors).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// How long in-flight requests may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Settings of one runtime server.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -120,17 +123,30 @@ impl BoundRuntime {
                     .map_err(ServeError::Http)
             }
         });
+        let mut grace_rx = rx.clone();
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
-        match http {
-            Some(http) => {
-                let (g, h) = tokio::join!(grpc, http);
-                g?;
-                h?;
+        let servers = async move {
+            match http {
+                Some(http) => {
+                    let (g, h) = tokio::join!(grpc, http);
+                    g?;
+                    h
+                }
+                None => Ok(grpc.await?),
             }
-            None => grpc.await?,
+        };
+        // In-flight requests get SHUTDOWN_GRACE to finish; idle client connections must not
+        // keep the process alive past that.
+        let deadline = async move {
+            let _ = grace_rx.wait_for(|v| *v).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = servers => r?,
+            _ = deadline => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
         }
         tracing::info!("modelmesh runtime stopped");
         Ok(())

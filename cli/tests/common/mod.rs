@@ -92,9 +92,10 @@ unsafe extern "C" {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop(Duration::from_secs(5));
-        }
+        // Tests that check graceful shutdown call stop(); cleanup after a test (or a failed
+        // assertion) just needs the process gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -166,4 +167,69 @@ pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
 pub fn expected() -> serde_json::Value {
     let text = std::fs::read_to_string(root().join("examples/models/expected.json")).expect("expected.json");
     serde_json::from_str(&text).expect("expected.json parses")
+}
+
+/// Starts the real Triton (from `nvidia-pytriton`, python backend only) on a repository in
+/// explicit model-control mode. Returns the process and its gRPC port.
+pub async fn start_triton(repo: &Path, logdir: &Path) -> (Proc, u16) {
+    let sp = peer(".venv/lib/python3.11/site-packages");
+    let backends = peer("target/peers/triton/backends");
+    let (grpc, http, metrics) = (free_port(), free_port(), free_port());
+    let mut cmd = Command::new(sp.join("pytriton/tritonserver/bin/tritonserver"));
+    let venv_bin = root().join(".venv/bin");
+    let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+    cmd.env("LD_LIBRARY_PATH", sp.join("nvidia_pytriton.libs"))
+        .env("PATH", path)
+        .arg(format!("--model-repository={}", repo.display()))
+        .arg("--model-control-mode=explicit")
+        .arg(format!("--backend-directory={}", backends.display()))
+        .arg(format!("--cache-directory={}", sp.join("pytriton/tritonserver/caches").display()))
+        .args(["--grpc-address=127.0.0.1", &format!("--grpc-port={grpc}")])
+        .args(["--http-address=127.0.0.1", &format!("--http-port={http}")])
+        .args(["--metrics-address=127.0.0.1", &format!("--metrics-port={metrics}")])
+        .args(["--allow-metrics=false", "--allow-gpu-metrics=false"])
+        .args(["--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0", "--log-verbose=0"])
+        .arg(format!("--backend-config=python,shm-region-prefix-name=mmtest{grpc}-"));
+    let mut p = Proc::spawn("tritonserver", cmd, logdir);
+    wait_grpc_ready(&mut p, grpc, Duration::from_secs(60)).await;
+    (p, grpc)
+}
+
+/// Starts `modelmesh adapter` in front of a model server; returns it and its port.
+pub fn start_adapter(server_type: &str, runtime_port: u16, root_model_dir: &Path, extra: &[&str], logdir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = modelmesh();
+    cmd.args(["adapter", "--server-type", server_type])
+        .args(["--adapter-port", &port.to_string(), "--runtime-port", &runtime_port.to_string()])
+        .args(["--runtime-host", "127.0.0.1", "--container-mem-req-bytes", "1073741824"])
+        .arg("--root-model-dir")
+        .arg(root_model_dir)
+        .args(extra);
+    (Proc::spawn(&format!("adapter-{server_type}"), cmd, logdir), port)
+}
+
+/// Polls runtimeStatus until READY and returns it.
+pub async fn wait_runtime_status_ready(
+    proc_: &mut Proc,
+    port: u16,
+    timeout: Duration,
+) -> modelmesh_proto::mmesh::RuntimeStatusResponse {
+    use modelmesh_proto::mmesh::{RuntimeStatusRequest, model_runtime_client::ModelRuntimeClient, runtime_status_response::Status};
+    let ch = channel(port);
+    let deadline = Instant::now() + timeout;
+    loop {
+        proc_.assert_running();
+        let mut c = ModelRuntimeClient::new(ch.clone());
+        if let Ok(r) = c.runtime_status(RuntimeStatusRequest {}).await {
+            let r = r.into_inner();
+            if r.status == Status::Ready as i32 {
+                return r;
+            }
+            assert_ne!(r.status, Status::Failing as i32, "runtime FAILING; log:\n{}", proc_.log_text());
+        }
+        if Instant::now() > deadline {
+            panic!("runtimeStatus not READY after {timeout:?}; log:\n{}", proc_.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
