@@ -233,3 +233,31 @@ pub async fn wait_runtime_status_ready(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Starts the real MLServer (from `.venv-mlserver`) on a model repository, in its own working
+/// directory, with per-request logging quieted. Returns the process and its gRPC port.
+pub async fn start_mlserver(repo: &Path, workdir: &Path) -> (Proc, u16) {
+    let bin = peer(".venv-mlserver/bin/mlserver");
+    let (grpc, http, metrics) = (free_port(), free_port(), free_port());
+    let logging = workdir.join("mlserver-logging.json");
+    std::fs::write(
+        &logging,
+        r#"{"version": 1, "disable_existing_loggers": false,
+            "loggers": {"mlserver.grpc": {"level": "WARNING"}, "uvicorn.access": {"level": "WARNING"}}}"#,
+    )
+    .expect("write logging config");
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(workdir)
+        .env("MLSERVER_HOST", "127.0.0.1")
+        .env("MLSERVER_GRPC_PORT", grpc.to_string())
+        .env("MLSERVER_HTTP_PORT", http.to_string())
+        .env("MLSERVER_METRICS_PORT", metrics.to_string())
+        .env("MLSERVER_PARALLEL_WORKERS", "0")
+        .env("MLSERVER_LOAD_MODELS_AT_STARTUP", "false")
+        .env("MLSERVER_LOGGING_SETTINGS", &logging)
+        .arg("start")
+        .arg(repo);
+    let mut p = Proc::spawn("mlserver", cmd, workdir);
+    wait_grpc_ready(&mut p, grpc, Duration::from_secs(90)).await;
+    (p, grpc)
+}
