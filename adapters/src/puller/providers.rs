@@ -171,7 +171,13 @@ async fn fetch_objects(store: Arc<dyn ObjectStore>, remote: &Path, dest: &Path) 
     {
         return download(store.as_ref(), &loc, dest).await;
     }
-    let objects: Vec<_> = store.list(Some(&loc)).try_collect().await.map_err(pull_err)?;
+    let objects: Vec<_> = store.list(Some(&loc)).try_collect().await.map_err(|e| match e {
+        // A key with `..` or similar would land outside the model directory.
+        object_store::Error::InvalidPath { source } => {
+            AdapterError::invalid(format!("storage under '{key}' holds an object with an unsafe key: {source}"))
+        }
+        other => pull_err(other),
+    })?;
     let prefix = format!("{key}/");
     let mut jobs = Vec::new();
     for o in objects {

@@ -261,3 +261,14 @@ pub async fn start_mlserver(repo: &Path, workdir: &Path) -> (Proc, u16) {
     wait_grpc_ready(&mut p, grpc, Duration::from_secs(90)).await;
     (p, grpc)
 }
+
+/// Waits until an HTTP server on `port` answers anything at `path`.
+pub async fn wait_http(proc_: &mut Proc, port: u16, path: &str, timeout: Duration) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+    wait_until(&format!("HTTP {url}"), proc_, timeout, || {
+        let req = client.get(&url);
+        async move { req.send().await.is_ok() }
+    })
+    .await;
+}
