@@ -1,6 +1,6 @@
 """Checks that our protobuf descriptors are wire-compatible with a reference set.
 
-usage: python compare_descriptors.py REFERENCE.fds OURS.fds [--superset[=PKG,...]]
+usage: python compare_descriptors.py REFERENCE.fds OURS.fds [--superset[=PKG,...]] [--known=NAME ...]
 
 Both arguments are serialized FileDescriptorSets: REFERENCE from scripts/dump_descriptors.py
 (what a real Python client ships), OURS from
@@ -18,7 +18,9 @@ By default the match is exact within each package the reference defines: ours ma
 messages, enums, services, fields, oneofs, enum values or methods there. With --superset,
 ours may add them (every reference definition must still match); --superset=PKG,... applies
 that only to the listed packages and stays exact for the others.
-File names, file options, json_name and comments are ignored.
+File names, file options, json_name and comments are ignored. --known=NAME (repeatable) accepts,
+and still prints, any difference that mentions the fully-qualified NAME: for documented,
+deliberate divergences between two references that cannot both be matched.
 
 Exit status: 0 when compatible, 1 with a list of differences otherwise, 2 on bad usage.
 Depends only on the `protobuf` package.
@@ -252,8 +254,11 @@ def main(argv):
     args = [a for a in argv if not a.startswith("--")]
     flags = [a for a in argv if a.startswith("--")]
     superset_pkgs = None
+    known = []
     for flag in flags:
-        if flag == "--superset":
+        if flag.startswith("--known="):
+            known.append(flag.split("=", 1)[1])
+        elif flag == "--superset":
             superset_pkgs = "*"
         elif flag.startswith("--superset="):
             superset_pkgs = {p for p in flag.split("=", 1)[1].split(",") if p}
@@ -265,6 +270,8 @@ def main(argv):
         return 2
     ref_path, our_path = args
     diffs, counts, ref_pkgs = compare(load(ref_path), load(our_path), superset_pkgs)
+    accepted = [d for d in diffs if any(k in d for k in known)]
+    diffs = [d for d in diffs if d not in accepted]
 
     modes = []
     for pkg in sorted(ref_pkgs):
@@ -274,6 +281,8 @@ def main(argv):
     print(f"  {'; '.join(modes)}")
     print(f"  compared {counts['message']} messages (nested included), {counts['enum']} enums, "
           f"{counts['service']} services")
+    for d in accepted:
+        print(f"  known difference (accepted): {d}")
     if diffs:
         print(f"INCOMPATIBLE: {len(diffs)} difference(s):")
         for d in diffs:
