@@ -220,4 +220,38 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("not a valid ONNX model"), "{}", e.message());
+
+    // Bad inputs to every RPC get a code and a message that names the problem.
+    let e = rt.unload_model(mm::UnloadModelRequest { model_id: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = rt.model_size(mm::ModelSizeRequest { model_id: "../x".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let predict = |key: &str| mm::PredictModelSizeRequest {
+        model_id: "p1".into(),
+        model_type: "onnx".into(),
+        model_path: "x".into(),
+        model_key: key.into(),
+    };
+    let p = rt.predict_model_size(predict(r#"{"disk_size_bytes": 1000}"#)).await.expect("predict").into_inner();
+    assert_eq!(p.size_in_bytes, 1250);
+    let p = rt.predict_model_size(predict("{}")).await.expect("predict").into_inner();
+    assert_eq!(p.size_in_bytes, 1_000_000);
+    let e = rt.predict_model_size(predict("[")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    std::fs::write(cfg.join("weird"), r#"{"type":"ftp"}"#).expect("write");
+    let load = |id: &str, ty: &str, key: &str| mm::LoadModelRequest {
+        model_id: id.into(),
+        model_type: ty.into(),
+        model_path: "tiny-regression".into(),
+        model_key: key.into(),
+    };
+    let e = rt.load_model(load("w1", "onnx", r#"{"storage_key":"weird"}"#)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("storage type 'ftp' is not supported"), "{}", e.message());
+    let e = rt.load_model(load("w2", "", "{}")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("model type"), "{}", e.message());
+    let e = rt.load_model(load("_reserved", "onnx", "{}")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    adapter.assert_running();
 }

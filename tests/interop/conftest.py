@@ -1,0 +1,62 @@
+"""Fixtures for interoperability tests that drive our binaries with real third-party clients.
+
+The `modelmesh` binary comes from MODELMESH_BIN (default: target/debug/modelmesh, which the
+README's test command builds). Every server is started on a free loopback port, polled for
+readiness with a deadline, and killed at teardown even when the test fails.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def modelmesh_bin():
+    path = os.environ.get("MODELMESH_BIN", os.path.join(ROOT, "target", "debug", "modelmesh"))
+    if not os.path.exists(path):
+        pytest.fail(f"{path} does not exist: run `cargo build` first (the README's test command does)")
+    return path
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    """A `modelmesh runtime` serving a copy of examples/models/repository; yields its gRPC address."""
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    shutil.copytree(os.path.join(ROOT, "examples", "models", "repository"), repo)
+    port = free_port()
+    log = open(tmp_path / "runtime.log", "w")
+    proc = subprocess.Popen(
+        [modelmesh_bin(), "runtime", "--address", "127.0.0.1", "--model-repository", str(repo),
+         "--grpc-port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"modelmesh runtime exited: {open(tmp_path / 'runtime.log').read()}")
+            try:
+                if grpcclient.InferenceServerClient(url=url).is_server_ready():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("modelmesh runtime not ready after 30 s")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
