@@ -92,20 +92,32 @@ impl AdapterConfig {
             ));
         }
         if self.model_size_multiplier.is_nan() || self.model_size_multiplier <= 0.0 {
-            return Err(format!("MODELSIZE_MULTIPLIER must be > 0, got {}", self.model_size_multiplier));
+            return Err(format!(
+                "MODELSIZE_MULTIPLIER must be > 0, got {}",
+                self.model_size_multiplier
+            ));
         }
         if self.loading_concurrency == 0 {
             return Err("LOADING_CONCURRENCY must be at least 1".into());
         }
-        if self.root_model_dir.as_os_str().is_empty() || self.root_model_dir == std::path::Path::new("/") {
-            return Err("ROOT_MODEL_DIR must be a dedicated directory (it is wiped at start-up), not '/'".into());
+        if self.root_model_dir.as_os_str().is_empty()
+            || self.root_model_dir == std::path::Path::new("/")
+        {
+            return Err(
+                "ROOT_MODEL_DIR must be a dedicated directory (it is wiped at start-up), not '/'"
+                    .into(),
+            );
         }
         Ok(())
     }
 
     /// Model capacity: container memory minus the buffer.
     pub fn capacity_bytes(&self) -> u64 {
-        u64::try_from(self.container_mem_req_bytes.saturating_sub(self.mem_buffer_bytes)).unwrap_or(0)
+        u64::try_from(
+            self.container_mem_req_bytes
+                .saturating_sub(self.mem_buffer_bytes),
+        )
+        .unwrap_or(0)
     }
 
     /// Memory estimate for a model of `disk` bytes on disk.
@@ -129,7 +141,11 @@ mod tests {
     #[test]
     fn defaults_need_memory_request() {
         let mut c = AdapterConfig::default();
-        assert!(c.validate().unwrap_err().contains("CONTAINER_MEM_REQ_BYTES"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("CONTAINER_MEM_REQ_BYTES")
+        );
         c.container_mem_req_bytes = 1 << 30;
         assert!(c.validate().is_ok());
         assert_eq!(c.capacity_bytes(), (1 << 30) - (256 << 20));

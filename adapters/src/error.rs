@@ -57,7 +57,10 @@ impl AdapterError {
 
     /// A model-server error, keeping its code.
     pub fn runtime(what: impl std::fmt::Display, s: tonic::Status) -> Self {
-        AdapterError::Runtime { code: s.code(), message: format!("{what}: {}", s.message()) }
+        AdapterError::Runtime {
+            code: s.code(),
+            message: format!("{what}: {}", s.message()),
+        }
     }
 }
 

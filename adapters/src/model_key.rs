@@ -17,8 +17,12 @@ impl ModelKey {
         }
         match serde_json::from_str::<Value>(key) {
             Ok(Value::Object(m)) => Ok(ModelKey(m)),
-            Ok(_) => Err(AdapterError::invalid(format!("modelKey must be a JSON object, got: {key}"))),
-            Err(e) => Err(AdapterError::invalid(format!("modelKey is not valid JSON ({e}): {key}"))),
+            Ok(_) => Err(AdapterError::invalid(format!(
+                "modelKey must be a JSON object, got: {key}"
+            ))),
+            Err(e) => Err(AdapterError::invalid(format!(
+                "modelKey is not valid JSON ({e}): {key}"
+            ))),
         }
     }
 
@@ -60,8 +64,16 @@ mod tests {
         assert_eq!(k.model_type("x"), "onnx");
         let k = ModelKey::parse(r#"{"model_type":"sklearn:0"}"#).unwrap();
         assert_eq!(k.model_type("x"), "sklearn");
-        assert_eq!(ModelKey::parse("").unwrap().model_type("Triton:2"), "triton");
+        assert_eq!(
+            ModelKey::parse("").unwrap().model_type("Triton:2"),
+            "triton"
+        );
         assert!(ModelKey::parse("[1]").is_err());
-        assert!(ModelKey::parse("{").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(
+            ModelKey::parse("{")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
     }
 }

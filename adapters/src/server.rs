@@ -7,15 +7,19 @@ use crate::error::AdapterError;
 use crate::layout;
 use crate::model_key::ModelKey;
 use crate::puller::{Puller, disk_size, remove_all, validate_model_id};
-use modelmesh_proto::mmesh::{self as pb, model_runtime_server::ModelRuntime, runtime_status_response::MethodInfo};
+use modelmesh_proto::mmesh::{
+    self as pb, model_runtime_server::ModelRuntime, runtime_status_response::MethodInfo,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
 /// gRPC methods the mesh may route to the server, with the field that carries the model id.
-pub const METHOD_INFOS: &[&str] =
-    &["inference.GRPCInferenceService/ModelInfer", "inference.GRPCInferenceService/ModelMetadata"];
+pub const METHOD_INFOS: &[&str] = &[
+    "inference.GRPCInferenceService/ModelInfer",
+    "inference.GRPCInferenceService/ModelMetadata",
+];
 
 /// The adapter: a ModelRuntime in front of one model server.
 pub struct Adapter {
@@ -35,9 +39,18 @@ impl Adapter {
     /// An adapter over `server` with settings `cfg` (validated by the caller).
     pub fn new(cfg: AdapterConfig, server: Arc<dyn ModelServer>) -> Self {
         let puller = cfg.use_embedded_puller.then(|| {
-            Puller::new(cfg.root_model_dir.clone(), cfg.storage_config_dir.clone(), cfg.pvc_mounts_dir.clone())
+            Puller::new(
+                cfg.root_model_dir.clone(),
+                cfg.storage_config_dir.clone(),
+                cfg.pvc_mounts_dir.clone(),
+            )
         });
-        Adapter { cfg, server, puller, locks: Mutex::default() }
+        Adapter {
+            cfg,
+            server,
+            puller,
+            locks: Mutex::default(),
+        }
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -50,7 +63,9 @@ impl Adapter {
         let key = ModelKey::parse(&req.model_key)?;
         let model_type = key.model_type(&req.model_type);
         if model_type.is_empty() {
-            return Err(AdapterError::invalid("model type is missing: set modelType or modelKey.model_type.name"));
+            return Err(AdapterError::invalid(
+                "model type is missing: set modelType or modelKey.model_type.name",
+            ));
         }
         let lock = self.lock_for(&req.model_id);
         let _g = lock.lock().await;
@@ -66,25 +81,32 @@ impl Adapter {
                 (PathBuf::from(&req.model_path), key)
             }
         };
-        let schema = key.str("schema_path").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let schema = key
+            .str("schema_path")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         let id = req.model_id.clone();
         let mt = model_type.clone();
         let adapted = {
             let (cfg, src) = (self.cfg.clone(), path.clone());
             // File-system work off the async workers.
-            tokio::task::spawn_blocking(move || adapt_layout(&cfg, &id, &mt, &src, schema.as_deref()))
-                .await
-                .map_err(|e| AdapterError::Io(format!("layout task failed: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                adapt_layout(&cfg, &id, &mt, &src, schema.as_deref())
+            })
+            .await
+            .map_err(|e| AdapterError::Io(format!("layout task failed: {e}")))??
         };
         tracing::info!(model_id = %req.model_id, model_type, layout = %adapted.display(), "loading model");
-        self.server
-            .load(&req.model_id)
-            .await
-            .map_err(|s| AdapterError::runtime(format!("model server failed to load '{}'", req.model_id), s))?;
+        self.server.load(&req.model_id).await.map_err(|s| {
+            AdapterError::runtime(format!("model server failed to load '{}'", req.model_id), s)
+        })?;
         let disk = key.disk_size_bytes().or_else(|| Some(disk_size(&path)));
         let size = self.cfg.size_for_disk(disk);
         tracing::info!(model_id = %req.model_id, size, "model loaded");
-        Ok(pb::LoadModelResponse { size_in_bytes: size, max_concurrency: self.cfg.limit_per_model_concurrency })
+        Ok(pb::LoadModelResponse {
+            size_in_bytes: size,
+            max_concurrency: self.cfg.limit_per_model_concurrency,
+        })
     }
 
     async fn unload(&self, id: &str) -> Result<(), AdapterError> {
@@ -94,7 +116,10 @@ impl Adapter {
         if let Err(s) = self.server.unload(id).await
             && !self.server.unload_means_absent(s.code())
         {
-            return Err(AdapterError::runtime(format!("model server failed to unload '{id}'"), s));
+            return Err(AdapterError::runtime(
+                format!("model server failed to unload '{id}'"),
+                s,
+            ));
         }
         remove_all(&self.cfg.layout_dir().join(id))?;
         if let Some(p) = &self.puller {
@@ -121,12 +146,14 @@ impl Adapter {
         let root = self.cfg.root_model_dir.clone();
         let subdir = self.cfg.server_type.layout_subdir();
         tokio::task::spawn_blocking(move || -> Result<(), AdapterError> {
-            std::fs::create_dir_all(&root).map_err(|e| AdapterError::io(format!("creating {}", root.display()), e))?;
+            std::fs::create_dir_all(&root)
+                .map_err(|e| AdapterError::io(format!("creating {}", root.display()), e))?;
             for e in layout_entries(&root)? {
                 remove_all(&e)?;
             }
-            std::fs::create_dir_all(root.join(subdir))
-                .map_err(|e| AdapterError::io(format!("creating {}", root.join(subdir).display()), e))
+            std::fs::create_dir_all(root.join(subdir)).map_err(|e| {
+                AdapterError::io(format!("creating {}", root.join(subdir).display()), e)
+            })
         })
         .await
         .map_err(|e| AdapterError::Io(format!("purge task failed: {e}")))?
@@ -135,7 +162,10 @@ impl Adapter {
     /// The runtime status the mesh polls at start-up.
     pub async fn status(&self) -> pb::RuntimeStatusResponse {
         use pb::runtime_status_response::Status as S;
-        let starting = pb::RuntimeStatusResponse { status: S::Starting as i32, ..Default::default() };
+        let starting = pb::RuntimeStatusResponse {
+            status: S::Starting as i32,
+            ..Default::default()
+        };
         match self.server.ready().await {
             Ok(true) => {}
             Ok(false) => return starting,
@@ -146,7 +176,10 @@ impl Adapter {
         }
         if let Err(e) = self.purge().await {
             tracing::error!(error = %e, "cannot clear the model directory");
-            return pb::RuntimeStatusResponse { status: S::Failing as i32, ..Default::default() };
+            return pb::RuntimeStatusResponse {
+                status: S::Failing as i32,
+                ..Default::default()
+            };
         }
         let version = match self.server.version().await {
             Ok(v) if !v.is_empty() => v,
@@ -154,7 +187,14 @@ impl Adapter {
         };
         let method_infos = METHOD_INFOS
             .iter()
-            .map(|m| (m.to_string(), MethodInfo { id_injection_path: vec![1] }))
+            .map(|m| {
+                (
+                    m.to_string(),
+                    MethodInfo {
+                        id_injection_path: vec![1],
+                    },
+                )
+            })
             .collect();
         pb::RuntimeStatusResponse {
             status: S::Ready as i32,
@@ -179,7 +219,9 @@ impl Adapter {
         // Without the puller the path is local and cheap to measure; with it, it is remote and
         // the contract asks for a fast answer, so use the default.
         if self.puller.is_none() && !req.model_path.is_empty() {
-            return Ok(self.cfg.size_for_disk(Some(disk_size(Path::new(&req.model_path)))));
+            return Ok(self
+                .cfg
+                .size_for_disk(Some(disk_size(Path::new(&req.model_path)))));
         }
         Ok(self.cfg.default_model_size)
     }
@@ -196,7 +238,10 @@ fn layout_entries(root: &Path) -> Result<Vec<PathBuf>, AdapterError> {
 
 #[tonic::async_trait]
 impl ModelRuntime for Adapter {
-    async fn load_model(&self, req: Request<pb::LoadModelRequest>) -> Result<Response<pb::LoadModelResponse>, Status> {
+    async fn load_model(
+        &self,
+        req: Request<pb::LoadModelRequest>,
+    ) -> Result<Response<pb::LoadModelResponse>, Status> {
         let req = req.into_inner();
         let id = req.model_id.clone();
         match self.load(req).await {
@@ -208,7 +253,10 @@ impl ModelRuntime for Adapter {
         }
     }
 
-    async fn unload_model(&self, req: Request<pb::UnloadModelRequest>) -> Result<Response<pb::UnloadModelResponse>, Status> {
+    async fn unload_model(
+        &self,
+        req: Request<pb::UnloadModelRequest>,
+    ) -> Result<Response<pb::UnloadModelResponse>, Status> {
         self.unload(&req.into_inner().model_id).await?;
         Ok(Response::new(pb::UnloadModelResponse {}))
     }
@@ -219,15 +267,26 @@ impl ModelRuntime for Adapter {
     ) -> Result<Response<pb::PredictModelSizeResponse>, Status> {
         let req = req.into_inner();
         validate_model_id(&req.model_id)?;
-        Ok(Response::new(pb::PredictModelSizeResponse { size_in_bytes: self.predict_size(&req)? }))
+        Ok(Response::new(pb::PredictModelSizeResponse {
+            size_in_bytes: self.predict_size(&req)?,
+        }))
     }
 
-    async fn model_size(&self, req: Request<pb::ModelSizeRequest>) -> Result<Response<pb::ModelSizeResponse>, Status> {
+    async fn model_size(
+        &self,
+        req: Request<pb::ModelSizeRequest>,
+    ) -> Result<Response<pb::ModelSizeResponse>, Status> {
         let id = req.into_inner().model_id;
         validate_model_id(&id)?;
         let local = self.cfg.root_model_dir.join(&id);
-        let disk = if local.exists() { disk_size(&local) } else { disk_size(&self.cfg.layout_dir().join(&id)) };
-        Ok(Response::new(pb::ModelSizeResponse { size_in_bytes: self.cfg.size_for_disk(Some(disk)) }))
+        let disk = if local.exists() {
+            disk_size(&local)
+        } else {
+            disk_size(&self.cfg.layout_dir().join(&id))
+        };
+        Ok(Response::new(pb::ModelSizeResponse {
+            size_in_bytes: self.cfg.size_for_disk(Some(disk)),
+        }))
     }
 
     async fn runtime_status(

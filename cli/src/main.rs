@@ -23,6 +23,10 @@ enum Command {
     Runtime(cmd::runtime::Args),
     /// mmesh.ModelRuntime adapter in front of a Triton or MLServer model server.
     Adapter(cmd::adapter::Args),
+    /// Call a mmesh.ModelRuntime (adapter) directly, as the mesh would.
+    Spi(cmd::spi::Args),
+    /// Benchmarks that start what they measure and compare against a baseline in the same run.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,7 +39,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -46,6 +53,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Runtime(a) => cmd::runtime::run(a).await,
             Command::Adapter(a) => cmd::adapter::run(a).await,
+            Command::Spi(a) => cmd::spi::run(a).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
         }
     });
     match result {

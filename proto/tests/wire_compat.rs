@@ -8,12 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn python(venv: &str) -> PathBuf {
     let p = root().join(venv).join("bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/setup-peers.sh first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-peers.sh first",
+        p.display()
+    );
     p
 }
 
@@ -37,8 +44,15 @@ fn compare(venv: &str, kind: &str, flags: &[&str]) -> String {
         .args(flags)
         .output()
         .expect("run compare_descriptors.py");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{kind} descriptors differ from ours:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{kind} descriptors differ from ours:\n{text}"
+    );
     text
 }
 
@@ -74,13 +88,24 @@ fn fields(fds: &prost_types::FileDescriptorSet, message: &str) -> Vec<(String, i
         if f.package() != pkg.split('.').next().unwrap_or(pkg) {
             continue;
         }
-        let mut stack: Vec<(&prost_types::DescriptorProto, String)> =
-            f.message_type.iter().map(|m| (m, format!("{}.{}", f.package(), m.name()))).collect();
+        let mut stack: Vec<(&prost_types::DescriptorProto, String)> = f
+            .message_type
+            .iter()
+            .map(|m| (m, format!("{}.{}", f.package(), m.name())))
+            .collect();
         while let Some((m, fq)) = stack.pop() {
             if fq == format!("{pkg}.{name}") {
-                return m.field.iter().map(|x| (x.name().to_string(), x.number())).collect();
+                return m
+                    .field
+                    .iter()
+                    .map(|x| (x.name().to_string(), x.number()))
+                    .collect();
             }
-            stack.extend(m.nested_type.iter().map(|n| (n, format!("{fq}.{}", n.name()))));
+            stack.extend(
+                m.nested_type
+                    .iter()
+                    .map(|n| (n, format!("{fq}.{}", n.name()))),
+            );
         }
     }
     panic!("{message} not found")
@@ -88,18 +113,37 @@ fn fields(fds: &prost_types::FileDescriptorSet, message: &str) -> Vec<(String, i
 
 #[test]
 fn mmesh_field_numbers_match_upstream() {
-    let fds = prost_types::FileDescriptorSet::decode(modelmesh_proto::FILE_DESCRIPTOR_SET).expect("decode");
+    let fds = prost_types::FileDescriptorSet::decode(modelmesh_proto::FILE_DESCRIPTOR_SET)
+        .expect("decode");
     let check = |msg: &str, want: &[(&str, i32)]| {
         let mut got = fields(&fds, msg);
         got.sort_by_key(|(_, n)| *n);
         let want: Vec<(String, i32)> = want.iter().map(|(n, i)| (n.to_string(), *i)).collect();
         assert_eq!(got, want, "{msg}");
     };
-    check("mmesh.RegisterModelRequest", &[("modelId", 1), ("modelInfo", 2), ("loadNow", 3), ("sync", 4), ("lastUsedTime", 5)]);
+    check(
+        "mmesh.RegisterModelRequest",
+        &[
+            ("modelId", 1),
+            ("modelInfo", 2),
+            ("loadNow", 3),
+            ("sync", 4),
+            ("lastUsedTime", 5),
+        ],
+    );
     check("mmesh.ModelInfo", &[("type", 1), ("path", 2), ("key", 3)]);
-    check("mmesh.EnsureLoadedRequest", &[("modelId", 1), ("lastUsedTime", 2), ("sync", 4)]);
-    check("mmesh.ModelStatusInfo", &[("status", 1), ("errors", 2), ("modelCopyInfos", 3)]);
-    check("mmesh.ModelStatusInfo.ModelCopyInfo", &[("location", 1), ("copyStatus", 2), ("time", 3)]);
+    check(
+        "mmesh.EnsureLoadedRequest",
+        &[("modelId", 1), ("lastUsedTime", 2), ("sync", 4)],
+    );
+    check(
+        "mmesh.ModelStatusInfo",
+        &[("status", 1), ("errors", 2), ("modelCopyInfos", 3)],
+    );
+    check(
+        "mmesh.ModelStatusInfo.ModelCopyInfo",
+        &[("location", 1), ("copyStatus", 2), ("time", 3)],
+    );
     check(
         "mmesh.SetVModelRequest",
         &[
@@ -126,11 +170,36 @@ fn mmesh_field_numbers_match_upstream() {
             ("owner", 6),
         ],
     );
-    check("mmesh.DeleteVModelRequest", &[("vModelId", 1), ("owner", 2)]);
-    check("mmesh.GetVModelStatusRequest", &[("vModelId", 1), ("owner", 2)]);
-    check("mmesh.LoadModelRequest", &[("modelId", 1), ("modelType", 2), ("modelPath", 3), ("modelKey", 4)]);
-    check("mmesh.LoadModelResponse", &[("sizeInBytes", 1), ("maxConcurrency", 2)]);
-    check("mmesh.PredictModelSizeRequest", &[("modelId", 1), ("modelType", 2), ("modelPath", 3), ("modelKey", 4)]);
+    check(
+        "mmesh.DeleteVModelRequest",
+        &[("vModelId", 1), ("owner", 2)],
+    );
+    check(
+        "mmesh.GetVModelStatusRequest",
+        &[("vModelId", 1), ("owner", 2)],
+    );
+    check(
+        "mmesh.LoadModelRequest",
+        &[
+            ("modelId", 1),
+            ("modelType", 2),
+            ("modelPath", 3),
+            ("modelKey", 4),
+        ],
+    );
+    check(
+        "mmesh.LoadModelResponse",
+        &[("sizeInBytes", 1), ("maxConcurrency", 2)],
+    );
+    check(
+        "mmesh.PredictModelSizeRequest",
+        &[
+            ("modelId", 1),
+            ("modelType", 2),
+            ("modelPath", 3),
+            ("modelKey", 4),
+        ],
+    );
     check(
         "mmesh.RuntimeStatusResponse",
         &[
@@ -146,17 +215,48 @@ fn mmesh_field_numbers_match_upstream() {
             ("allowAnyMethod", 10),
         ],
     );
-    check("mmesh.RuntimeStatusResponse.MethodInfo", &[("idInjectionPath", 1)]);
+    check(
+        "mmesh.RuntimeStatusResponse.MethodInfo",
+        &[("idInjectionPath", 1)],
+    );
     let services: Vec<(String, Vec<String>)> = fds
         .file
         .iter()
         .flat_map(|f| f.service.iter())
-        .map(|s| (s.name().to_string(), s.method.iter().map(|m| m.name().to_string()).collect()))
+        .map(|s| {
+            (
+                s.name().to_string(),
+                s.method.iter().map(|m| m.name().to_string()).collect(),
+            )
+        })
         .collect();
-    let methods = |svc: &str| services.iter().find(|(n, _)| n == svc).map(|(_, m)| m.clone()).unwrap_or_default();
+    let methods = |svc: &str| {
+        services
+            .iter()
+            .find(|(n, _)| n == svc)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(
         methods("ModelMesh"),
-        ["registerModel", "unregisterModel", "getModelStatus", "ensureLoaded", "setVModel", "deleteVModel", "getVModelStatus"]
+        [
+            "registerModel",
+            "unregisterModel",
+            "getModelStatus",
+            "ensureLoaded",
+            "setVModel",
+            "deleteVModel",
+            "getVModelStatus"
+        ]
     );
-    assert_eq!(methods("ModelRuntime"), ["loadModel", "unloadModel", "predictModelSize", "modelSize", "runtimeStatus"]);
+    assert_eq!(
+        methods("ModelRuntime"),
+        [
+            "loadModel",
+            "unloadModel",
+            "predictModelSize",
+            "modelSize",
+            "runtimeStatus"
+        ]
+    );
 }

@@ -38,7 +38,10 @@ type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
@@ -49,9 +52,14 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(pb::ServerReadyResponse { ready: true }))
     }
 
-    async fn model_ready(&self, req: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(pb::ModelReadyResponse { ready: self.mgr.is_ready(&r.name, &r.version) }))
+        Ok(Response::new(pb::ModelReadyResponse {
+            ready: self.mgr.is_ready(&r.name, &r.version),
+        }))
     }
 
     async fn server_metadata(
@@ -74,7 +82,10 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(crate::metadata::model_metadata(&m)))
     }
 
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         Ok(Response::new(infer(&self.mgr, req.into_inner()).await?))
     }
 
@@ -90,9 +101,15 @@ impl GrpcInferenceService for InferenceService {
             while let Some(item) = inbound.next().await {
                 let msg = match item {
                     Ok(r) => match infer(&mgr, r).await {
-                        Ok(resp) => pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
+                        Ok(resp) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(resp),
+                        },
                         // Stream errors travel in-band so one bad request does not end the stream.
-                        Err(e) => pb::ModelStreamInferResponse { error_message: e.to_string(), infer_response: None },
+                        Err(e) => pb::ModelStreamInferResponse {
+                            error_message: e.to_string(),
+                            infer_response: None,
+                        },
                     },
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
@@ -107,10 +124,15 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(out))
     }
 
-    async fn model_config(&self, req: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
         let m = self.mgr.get(&r.name, &r.version)?;
-        Ok(Response::new(pb::ModelConfigResponse { config: Some(m.config.clone()) }))
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(m.config.clone()),
+        }))
     }
 
     async fn model_statistics(
@@ -194,11 +216,17 @@ impl GrpcInferenceService for InferenceService {
         Err(unimplemented("CUDA shared memory"))
     }
 
-    async fn trace_setting(&self, _: Request<pb::TraceSettingRequest>) -> Result<Response<pb::TraceSettingResponse>, Status> {
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> Result<Response<pb::TraceSettingResponse>, Status> {
         Err(unimplemented("the trace extension"))
     }
 
-    async fn log_settings(&self, _: Request<pb::LogSettingsRequest>) -> Result<Response<pb::LogSettingsResponse>, Status> {
+    async fn log_settings(
+        &self,
+        _: Request<pb::LogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
         Err(unimplemented("the logging extension"))
     }
 }

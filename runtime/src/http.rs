@@ -26,7 +26,8 @@ struct ApiError(RuntimeError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (code, Json(json!({ "error": self.0.to_string() }))).into_response()
     }
 }
@@ -41,17 +42,35 @@ impl From<RuntimeError> for ApiError {
 pub fn router(mgr: Arc<ModelManager>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { Json(json!({ "live": true })) }))
-        .route("/v2/health/ready", get(|| async { Json(json!({ "ready": true })) }))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({ "live": true })) }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|| async { Json(json!({ "ready": true })) }),
+        )
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata_version))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_version),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_version),
+        )
         .route("/v2/models/{model}/infer", post(model_infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(model_infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(model_infer_version),
+        )
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
-        .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .with_state(mgr)
 }
 
@@ -66,16 +85,22 @@ async fn server_metadata() -> Json<Value> {
 fn metadata_json(mgr: &ModelManager, model: &str, version: &str) -> Result<Json<Value>, ApiError> {
     let m = mgr.get(model, version)?;
     let md = crate::metadata::model_metadata(&m);
-    let t = |ts: &[modelmesh_proto::inference::model_metadata_response::TensorMetadata]| -> Vec<Value> {
-        ts.iter().map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape })).collect()
-    };
+    let t =
+        |ts: &[modelmesh_proto::inference::model_metadata_response::TensorMetadata]| -> Vec<Value> {
+            ts.iter()
+                .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
+                .collect()
+        };
     Ok(Json(json!({
         "name": md.name, "versions": md.versions, "platform": md.platform,
         "inputs": t(&md.inputs), "outputs": t(&md.outputs),
     })))
 }
 
-async fn model_metadata(State(mgr): State<Shared>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn model_metadata(
+    State(mgr): State<Shared>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     metadata_json(&mgr, &model, "")
 }
 
@@ -89,7 +114,11 @@ async fn model_metadata_version(
 fn ready_response(mgr: &ModelManager, model: &str, version: &str) -> Response {
     let ready = mgr.is_ready(model, version);
     // KServe v2: the status code carries the answer (200 ready, 4xx not ready).
-    let code = if ready { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     (code, Json(json!({ "name": model, "ready": ready }))).into_response()
 }
 
@@ -97,7 +126,10 @@ async fn model_ready(State(mgr): State<Shared>, Path(model): Path<String>) -> Re
     ready_response(&mgr, &model, "")
 }
 
-async fn model_ready_version(State(mgr): State<Shared>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_ready_version(
+    State(mgr): State<Shared>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     ready_response(&mgr, &model, &version)
 }
 
@@ -134,11 +166,19 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 /// Converts JSON `data` to typed contents for the declared datatype.
 fn contents_from_json(input: &JsonInput) -> Result<InferTensorContents, RuntimeError> {
     let dt = DataType::from_name(&input.datatype).ok_or_else(|| {
-        RuntimeError::invalid(format!("input '{}' has unsupported datatype '{}'", input.name, input.datatype))
+        RuntimeError::invalid(format!(
+            "input '{}' has unsupported datatype '{}'",
+            input.name, input.datatype
+        ))
     })?;
     let mut flat = Vec::new();
     flatten(&input.data, &mut flat);
-    let bad = |v: &Value| RuntimeError::invalid(format!("input '{}': {v} is not a valid {dt} value", input.name));
+    let bad = |v: &Value| {
+        RuntimeError::invalid(format!(
+            "input '{}': {v} is not a valid {dt} value",
+            input.name
+        ))
+    };
     let mut c = InferTensorContents::default();
     for v in flat {
         match dt {
@@ -149,16 +189,24 @@ fn contents_from_json(input: &JsonInput) -> Result<InferTensorContents, RuntimeE
                 _ => return Err(bad(v)),
             }),
             DataType::Int8 | DataType::Int16 | DataType::Int32 => {
-                let x = v.as_i64().and_then(|x| i32::try_from(x).ok()).ok_or_else(|| bad(v))?;
+                let x = v
+                    .as_i64()
+                    .and_then(|x| i32::try_from(x).ok())
+                    .ok_or_else(|| bad(v))?;
                 c.int_contents.push(x)
             }
             DataType::Int64 => c.int64_contents.push(v.as_i64().ok_or_else(|| bad(v))?),
             DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => {
-                let x = v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| bad(v))?;
+                let x = v
+                    .as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| bad(v))?;
                 c.uint_contents.push(x)
             }
             DataType::Uint64 => c.uint64_contents.push(v.as_u64().ok_or_else(|| bad(v))?),
-            DataType::Fp32 => c.fp32_contents.push(v.as_f64().ok_or_else(|| bad(v))? as f32),
+            DataType::Fp32 => c
+                .fp32_contents
+                .push(v.as_f64().ok_or_else(|| bad(v))? as f32),
             DataType::Fp64 => c.fp64_contents.push(v.as_f64().ok_or_else(|| bad(v))?),
             DataType::Fp16 => {
                 return Err(RuntimeError::invalid(format!(
@@ -172,7 +220,11 @@ fn contents_from_json(input: &JsonInput) -> Result<InferTensorContents, RuntimeE
 }
 
 /// Converts a JSON request body into the protobuf request.
-fn to_proto(model: &str, version: &str, body: JsonInferRequest) -> Result<ModelInferRequest, RuntimeError> {
+fn to_proto(
+    model: &str,
+    version: &str,
+    body: JsonInferRequest,
+) -> Result<ModelInferRequest, RuntimeError> {
     let inputs = body
         .inputs
         .iter()
@@ -194,7 +246,10 @@ fn to_proto(model: &str, version: &str, body: JsonInferRequest) -> Result<ModelI
         outputs: body
             .outputs
             .into_iter()
-            .map(|o| InferRequestedOutputTensor { name: o.name, ..Default::default() })
+            .map(|o| InferRequestedOutputTensor {
+                name: o.name,
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     })
@@ -227,7 +282,9 @@ fn raw_to_json(dt: DataType, bytes: &[u8]) -> Vec<Value> {
         DataType::Int64 => le_values!(bytes, i64),
         DataType::Fp16 => le_values!(bytes, u16)
             .into_iter()
-            .map(|v| json!(tract_onnx::prelude::f16::from_bits(v.as_u64().unwrap_or(0) as u16).to_f32()))
+            .map(|v| {
+                json!(tract_onnx::prelude::f16::from_bits(v.as_u64().unwrap_or(0) as u16).to_f32())
+            })
             .collect(),
         DataType::Fp32 => le_values!(bytes, f32),
         DataType::Fp64 => le_values!(bytes, f64),
@@ -240,7 +297,9 @@ fn response_json(resp: ModelInferResponse) -> Value {
         .iter()
         .zip(resp.raw_output_contents.iter())
         .map(|(o, raw)| {
-            let data = DataType::from_name(&o.datatype).map(|dt| raw_to_json(dt, raw)).unwrap_or_default();
+            let data = DataType::from_name(&o.datatype)
+                .map(|dt| raw_to_json(dt, raw))
+                .unwrap_or_default();
             json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data })
         })
         .collect();
@@ -251,7 +310,12 @@ fn response_json(resp: ModelInferResponse) -> Value {
     v
 }
 
-async fn run_json(mgr: &ModelManager, model: &str, version: &str, body: &[u8]) -> Result<Json<Value>, ApiError> {
+async fn run_json(
+    mgr: &ModelManager,
+    model: &str,
+    version: &str,
+    body: &[u8],
+) -> Result<Json<Value>, ApiError> {
     let parsed: JsonInferRequest = serde_json::from_slice(body).map_err(|e| {
         RuntimeError::invalid(format!(
             "request body is not a valid KServe v2 inference request: {e} (expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}})"
@@ -298,12 +362,18 @@ async fn repository_index(State(mgr): State<Shared>) -> Result<Json<Value>, ApiE
     Ok(Json(Value::Array(models)))
 }
 
-async fn repository_load(State(mgr): State<Shared>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn repository_load(
+    State(mgr): State<Shared>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     mgr.load(&model).await?;
     Ok(Json(json!({})))
 }
 
-async fn repository_unload(State(mgr): State<Shared>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn repository_unload(
+    State(mgr): State<Shared>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     mgr.unload(&model).await?;
     Ok(Json(json!({})))
 }

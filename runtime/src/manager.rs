@@ -55,7 +55,11 @@ fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl ModelManager {
     /// A manager serving models from `repo`.
     pub fn new(repo: Repository) -> Self {
-        ModelManager { repo, states: RwLock::default(), load_locks: Mutex::default() }
+        ModelManager {
+            repo,
+            states: RwLock::default(),
+            load_locks: Mutex::default(),
+        }
     }
 
     /// The repository models are loaded from.
@@ -80,7 +84,10 @@ impl ModelManager {
         let result = tokio::task::spawn_blocking(move || load_blocking(&repo, &owned))
             .await
             .unwrap_or_else(|e| {
-                Err(RuntimeError::BadModel { model: name.to_string(), reason: format!("loader crashed: {e}") })
+                Err(RuntimeError::BadModel {
+                    model: name.to_string(),
+                    reason: format!("loader crashed: {e}"),
+                })
             });
         let mut states = write_lock(&self.states);
         match result {
@@ -99,7 +106,10 @@ impl ModelManager {
                     _ => {
                         states.insert(
                             name.to_string(),
-                            State::Unavailable { version: String::new(), reason: e.to_string() },
+                            State::Unavailable {
+                                version: String::new(),
+                                reason: e.to_string(),
+                            },
                         );
                     }
                 }
@@ -117,7 +127,13 @@ impl ModelManager {
         let mut states = write_lock(&self.states);
         if let Some(State::Ready(m)) = states.get(name) {
             let version = m.version.clone();
-            states.insert(name.to_string(), State::Unavailable { version, reason: "unloaded".into() });
+            states.insert(
+                name.to_string(),
+                State::Unavailable {
+                    version,
+                    reason: "unloaded".into(),
+                },
+            );
             tracing::info!(model = name, "model unloaded");
         }
         Ok(())
@@ -138,11 +154,16 @@ impl ModelManager {
                 if version.is_empty() || version == m.version {
                     Ok(m.clone())
                 } else {
-                    Err(RuntimeError::UnknownVersion { model: name.into(), version: version.into() })
+                    Err(RuntimeError::UnknownVersion {
+                        model: name.into(),
+                        version: version.into(),
+                    })
                 }
             }
             Some(_) => Err(RuntimeError::NoAvailableVersions(name.to_string())),
-            None if self.repo.locate(name).is_ok() => Err(RuntimeError::NoAvailableVersions(name.to_string())),
+            None if self.repo.locate(name).is_ok() => {
+                Err(RuntimeError::NoAvailableVersions(name.to_string()))
+            }
             None => Err(RuntimeError::UnknownModel(name.to_string())),
         }
     }
@@ -165,14 +186,27 @@ impl ModelManager {
         let mut out = Vec::new();
         for name in names {
             let entry = match states.get(&name) {
-                None => ModelIndex { name, ..Default::default() },
-                Some(State::Loading) => ModelIndex { name, state: "LOADING".into(), ..Default::default() },
-                Some(State::Ready(m)) => {
-                    ModelIndex { name, version: m.version.clone(), state: "READY".into(), reason: String::new() }
-                }
-                Some(State::Unavailable { version, reason }) => {
-                    ModelIndex { name, version: version.clone(), state: "UNAVAILABLE".into(), reason: reason.clone() }
-                }
+                None => ModelIndex {
+                    name,
+                    ..Default::default()
+                },
+                Some(State::Loading) => ModelIndex {
+                    name,
+                    state: "LOADING".into(),
+                    ..Default::default()
+                },
+                Some(State::Ready(m)) => ModelIndex {
+                    name,
+                    version: m.version.clone(),
+                    state: "READY".into(),
+                    reason: String::new(),
+                },
+                Some(State::Unavailable { version, reason }) => ModelIndex {
+                    name,
+                    version: version.clone(),
+                    state: "UNAVAILABLE".into(),
+                    reason: reason.clone(),
+                },
             };
             if !ready_only || entry.state == "READY" {
                 out.push(entry);
@@ -184,10 +218,14 @@ impl ModelManager {
 
 fn load_blocking(repo: &Repository, name: &str) -> Result<LoadedModel, RuntimeError> {
     let files = repo.locate(name)?;
-    let bad = |reason: String| RuntimeError::BadModel { model: name.to_string(), reason };
+    let bad = |reason: String| RuntimeError::BadModel {
+        model: name.to_string(),
+        reason,
+    };
     let bytes = std::fs::read(&files.model_path)
         .map_err(|e| bad(format!("cannot read {}: {e}", files.model_path.display())))?;
-    let model = OnnxModel::load(&bytes).map_err(|e| bad(format!("{}: {e}", files.model_path.display())))?;
+    let model =
+        OnnxModel::load(&bytes).map_err(|e| bad(format!("{}: {e}", files.model_path.display())))?;
     let graph = model.graph_signature().clone();
     let (signature, config) = match files.config {
         Some(mut cfg) => {

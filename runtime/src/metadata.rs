@@ -5,7 +5,11 @@ use crate::signature::TensorSpec;
 use modelmesh_proto::inference::{ModelMetadataResponse, model_metadata_response::TensorMetadata};
 
 fn tensor(t: &TensorSpec) -> TensorMetadata {
-    TensorMetadata { name: t.name.clone(), datatype: t.datatype.name().into(), shape: t.shape.clone() }
+    TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.datatype.name().into(),
+        shape: t.shape.clone(),
+    }
 }
 
 /// The metadata response for a loaded model.

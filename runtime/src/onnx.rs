@@ -14,7 +14,9 @@ pub struct OnnxModel {
 
 impl std::fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxModel").field("graph", &self.graph).finish()
+        f.debug_struct("OnnxModel")
+            .field("graph", &self.graph)
+            .finish()
     }
 }
 
@@ -25,8 +27,16 @@ fn spec_of(name: String, fact: &TypedFact, kind: &str) -> Result<TensorSpec, Str
             fact.datum_type
         )
     })?;
-    let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
-    Ok(TensorSpec { name, datatype, shape })
+    let shape = fact
+        .shape
+        .iter()
+        .map(|d| d.to_i64().unwrap_or(-1))
+        .collect();
+    Ok(TensorSpec {
+        name,
+        datatype,
+        shape,
+    })
 }
 
 impl OnnxModel {
@@ -53,7 +63,9 @@ impl OnnxModel {
             })
             .collect();
         let typed = model.into_typed().map_err(|e| {
-            format!("ONNX graph could not be typed (are all input types and ranks declared?): {e:#}")
+            format!(
+                "ONNX graph could not be typed (are all input types and ranks declared?): {e:#}"
+            )
         })?;
         let mut graph = Signature::default();
         for (ix, name) in input_names.into_iter().enumerate() {

@@ -79,12 +79,18 @@ impl Repository {
         if !dir.is_dir() {
             return Err(RuntimeError::NotInRepository(name.to_string()));
         }
-        let bad = |reason: String| RuntimeError::BadModel { model: name.to_string(), reason };
+        let bad = |reason: String| RuntimeError::BadModel {
+            model: name.to_string(),
+            reason,
+        };
         let config_path = dir.join("config.pbtxt");
         let config = match std::fs::read_to_string(&config_path) {
             Ok(text) => Some(
-                modelmesh_proto::text_format::parse_model_config(&text)
-                    .map_err(|e| bad(format!("config.pbtxt is not a valid Triton model config: {e}")))?,
+                modelmesh_proto::text_format::parse_model_config(&text).map_err(|e| {
+                    bad(format!(
+                        "config.pbtxt is not a valid Triton model config: {e}"
+                    ))
+                })?,
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(bad(format!("cannot read {}: {e}", config_path.display()))),
@@ -92,7 +98,8 @@ impl Repository {
         if let Some(cfg) = &config {
             let known = ["", "onnxruntime_onnx"];
             let backends = ["", "onnxruntime", "onnx"];
-            if !known.contains(&cfg.platform.as_str()) || !backends.contains(&cfg.backend.as_str()) {
+            if !known.contains(&cfg.platform.as_str()) || !backends.contains(&cfg.backend.as_str())
+            {
                 return Err(bad(format!(
                     "config.pbtxt asks for platform '{}' / backend '{}', but this runtime only serves ONNX models (platform onnxruntime_onnx, backend onnxruntime)",
                     cfg.platform, cfg.backend
@@ -106,7 +113,9 @@ impl Repository {
             .unwrap_or(DEFAULT_MODEL_FILE)
             .to_string();
         if file_name.contains(['/', '\\']) || file_name == ".." {
-            return Err(bad(format!("default_model_filename '{file_name}' must be a plain file name")));
+            return Err(bad(format!(
+                "default_model_filename '{file_name}' must be a plain file name"
+            )));
         }
         let versions = std::fs::read_dir(&dir)
             .map_err(|e| bad(format!("cannot read {}: {e}", dir.display())))?
@@ -123,7 +132,11 @@ impl Repository {
                 dir.display()
             )));
         };
-        Ok(ModelFiles { model_path: dir.join(&version).join(&file_name), version, config })
+        Ok(ModelFiles {
+            model_path: dir.join(&version).join(&file_name),
+            version,
+            config,
+        })
     }
 }
 
@@ -151,7 +164,10 @@ mod tests {
         let f = repo.locate("m").unwrap();
         assert_eq!(f.version, "3");
         assert!(f.config.is_none());
-        assert!(matches!(repo.locate("nope"), Err(RuntimeError::NotInRepository(_))));
+        assert!(matches!(
+            repo.locate("nope"),
+            Err(RuntimeError::NotInRepository(_))
+        ));
         assert_eq!(repo.list().unwrap(), vec!["m".to_string()]);
     }
 

@@ -64,13 +64,25 @@ impl BoundRuntime {
     pub async fn bind(cfg: RuntimeConfig) -> Result<BoundRuntime, ServeError> {
         let grpc = TcpListener::bind(cfg.grpc_addr)
             .await
-            .map_err(|source| ServeError::Bind { addr: cfg.grpc_addr, source })?;
+            .map_err(|source| ServeError::Bind {
+                addr: cfg.grpc_addr,
+                source,
+            })?;
         let http = match cfg.http_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
             None => None,
         };
         let mgr = Arc::new(ModelManager::new(Repository::new(cfg.model_repository)));
-        Ok(BoundRuntime { mgr, grpc, http, load_models: cfg.load_models })
+        Ok(BoundRuntime {
+            mgr,
+            grpc,
+            http,
+            load_models: cfg.load_models,
+        })
     }
 
     /// The bound gRPC address.
@@ -89,7 +101,10 @@ impl BoundRuntime {
     }
 
     /// Loads the start-up models, then serves both ports until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         for m in &self.load_models {
             self.mgr.load(m).await?;
         }
@@ -108,9 +123,12 @@ impl BoundRuntime {
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(svc)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(self.grpc), async move {
-                let _ = grpc_rx.wait_for(|v| *v).await;
-            });
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                async move {
+                    let _ = grpc_rx.wait_for(|v| *v).await;
+                },
+            );
         let http = self.http.map(|listener| {
             let mut http_rx = rx.clone();
             let app = crate::http::router(self.mgr.clone());

@@ -20,7 +20,10 @@ impl TensorSpec {
     /// Whether a concrete shape is allowed by this spec.
     pub fn accepts(&self, shape: &[i64]) -> bool {
         shape.len() == self.shape.len()
-            && shape.iter().zip(&self.shape).all(|(&got, &want)| want < 0 || got == want)
+            && shape
+                .iter()
+                .zip(&self.shape)
+                .all(|(&got, &want)| want < 0 || got == want)
     }
 }
 
@@ -56,7 +59,9 @@ pub fn from_config(cfg: &ModelConfig) -> Result<Signature, String> {
             .ok()
             .and_then(DataType::from_config_type)
             .ok_or_else(|| {
-                format!("config.pbtxt: tensor '{name}' has a data_type this runtime does not support")
+                format!(
+                    "config.pbtxt: tensor '{name}' has a data_type this runtime does not support"
+                )
             })
     };
     let inputs = cfg
@@ -88,7 +93,11 @@ pub fn from_config(cfg: &ModelConfig) -> Result<Signature, String> {
 /// with: the declared tensors where the config lists them (they may be narrower), else the
 /// graph's. Names and types must agree; ranks must agree.
 pub fn reconcile(declared: &Signature, graph: &Signature) -> Result<Signature, String> {
-    fn pick(kind: &str, declared: &[TensorSpec], graph: &[TensorSpec]) -> Result<Vec<TensorSpec>, String> {
+    fn pick(
+        kind: &str,
+        declared: &[TensorSpec],
+        graph: &[TensorSpec],
+    ) -> Result<Vec<TensorSpec>, String> {
         if declared.is_empty() {
             return Ok(graph.to_vec());
         }
@@ -121,11 +130,18 @@ pub fn reconcile(declared: &Signature, graph: &Signature) -> Result<Signature, S
             }
             out.push(d.clone());
         }
-        if let Some(extra) = declared.iter().find(|d| !graph.iter().any(|g| g.name == d.name)) {
+        if let Some(extra) = declared
+            .iter()
+            .find(|d| !graph.iter().any(|g| g.name == d.name))
+        {
             return Err(format!(
                 "config.pbtxt declares {kind} '{}' but the ONNX graph has no such {kind} (it has: {})",
                 extra.name,
-                graph.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+                graph
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         Ok(out)
@@ -172,7 +188,11 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, dt: DataType, shape: &[i64]) -> TensorSpec {
-        TensorSpec { name: name.into(), datatype: dt, shape: shape.to_vec() }
+        TensorSpec {
+            name: name.into(),
+            datatype: dt,
+            shape: shape.to_vec(),
+        }
     }
 
     #[test]
@@ -202,14 +222,23 @@ mod tests {
             inputs: vec![spec("x", DataType::Fp32, &[-1, 4])],
             outputs: vec![spec("y", DataType::Fp32, &[-1, 3])],
         };
-        let bad_type = Signature { inputs: vec![spec("x", DataType::Fp64, &[-1, 4])], outputs: vec![] };
+        let bad_type = Signature {
+            inputs: vec![spec("x", DataType::Fp64, &[-1, 4])],
+            outputs: vec![],
+        };
         assert!(reconcile(&bad_type, &graph).unwrap_err().contains("FP64"));
         let unknown = Signature {
-            inputs: vec![spec("x", DataType::Fp32, &[1, 4]), spec("z", DataType::Fp32, &[1])],
+            inputs: vec![
+                spec("x", DataType::Fp32, &[1, 4]),
+                spec("z", DataType::Fp32, &[1]),
+            ],
             outputs: vec![],
         };
         assert!(reconcile(&unknown, &graph).unwrap_err().contains("'z'"));
-        let narrow = Signature { inputs: vec![spec("x", DataType::Fp32, &[1, 4])], outputs: vec![] };
+        let narrow = Signature {
+            inputs: vec![spec("x", DataType::Fp32, &[1, 4])],
+            outputs: vec![],
+        };
         let got = reconcile(&narrow, &graph).unwrap();
         assert_eq!(got.inputs[0].shape, vec![1, 4]);
         assert_eq!(got.outputs, graph.outputs);

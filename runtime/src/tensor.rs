@@ -5,7 +5,8 @@ use crate::datatype::DataType;
 use crate::error::RuntimeError;
 use crate::signature::{Signature, TensorSpec, shape_str};
 use modelmesh_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse, model_infer_response::InferOutputTensor,
+    InferTensorContents, ModelInferRequest, ModelInferResponse,
+    model_infer_response::InferOutputTensor,
 };
 use tract_onnx::prelude::*;
 
@@ -13,10 +14,17 @@ use tract_onnx::prelude::*;
 fn element_count(name: &str, shape: &[i64]) -> Result<usize, RuntimeError> {
     shape.iter().try_fold(1usize, |acc, &d| {
         let d = usize::try_from(d).map_err(|_| {
-            RuntimeError::invalid(format!("input '{name}' has a negative dimension in shape {}", shape_str(shape)))
+            RuntimeError::invalid(format!(
+                "input '{name}' has a negative dimension in shape {}",
+                shape_str(shape)
+            ))
         })?;
-        acc.checked_mul(d)
-            .ok_or_else(|| RuntimeError::invalid(format!("input '{name}' shape {} is too large", shape_str(shape))))
+        acc.checked_mul(d).ok_or_else(|| {
+            RuntimeError::invalid(format!(
+                "input '{name}' shape {} is too large",
+                shape_str(shape)
+            ))
+        })
     })
 }
 
@@ -53,7 +61,10 @@ fn from_raw(dt: DataType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, Runti
         DataType::Uint64 => tensor(shape, &from_le!(bytes, u64)),
         DataType::Int64 => tensor(shape, &from_le!(bytes, i64)),
         DataType::Fp16 => {
-            let v: Vec<f16> = from_le!(bytes, u16).into_iter().map(f16::from_bits).collect();
+            let v: Vec<f16> = from_le!(bytes, u16)
+                .into_iter()
+                .map(f16::from_bits)
+                .collect();
             tensor(shape, &v)
         }
         DataType::Fp32 => tensor(shape, &from_le!(bytes, f32)),
@@ -62,16 +73,27 @@ fn from_raw(dt: DataType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, Runti
 }
 
 /// Narrows typed 32-bit contents to a smaller integer type, naming the first value out of range.
-fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(name: &str, dt: DataType, v: &[S]) -> Result<Vec<T>, RuntimeError> {
+fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+    name: &str,
+    dt: DataType,
+    v: &[S],
+) -> Result<Vec<T>, RuntimeError> {
     v.iter()
         .map(|&x| {
-            T::try_from(x).map_err(|_| RuntimeError::invalid(format!("input '{name}': value {x} does not fit in {dt}")))
+            T::try_from(x).map_err(|_| {
+                RuntimeError::invalid(format!("input '{name}': value {x} does not fit in {dt}"))
+            })
         })
         .collect()
 }
 
 /// Builds a tensor from typed contents, checking the element count.
-fn from_contents(spec: &TensorSpec, shape: &[usize], n: usize, c: &InferTensorContents) -> Result<Tensor, RuntimeError> {
+fn from_contents(
+    spec: &TensorSpec,
+    shape: &[usize],
+    n: usize,
+    c: &InferTensorContents,
+) -> Result<Tensor, RuntimeError> {
     let name = spec.name.as_str();
     let dt = spec.datatype;
     let check = |got: usize, field: &str| -> Result<(), RuntimeError> {
@@ -136,7 +158,11 @@ fn from_contents(spec: &TensorSpec, shape: &[usize], n: usize, c: &InferTensorCo
 }
 
 /// Validates a request against the model's signature and returns its inputs in graph order.
-pub fn decode_inputs(model: &str, sig: &Signature, req: &ModelInferRequest) -> Result<TVec<TValue>, RuntimeError> {
+pub fn decode_inputs(
+    model: &str,
+    sig: &Signature,
+    req: &ModelInferRequest,
+) -> Result<TVec<TValue>, RuntimeError> {
     if req.inputs.len() != sig.inputs.len() {
         let want: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
         return Err(RuntimeError::invalid(format!(
@@ -160,11 +186,18 @@ pub fn decode_inputs(model: &str, sig: &Signature, req: &ModelInferRequest) -> R
             return Err(RuntimeError::invalid(format!(
                 "unexpected inference input '{}' for model '{model}' (inputs: {})",
                 input.name,
-                sig.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                sig.inputs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         if slots[pos].is_some() {
-            return Err(RuntimeError::invalid(format!("input '{}' appears twice in the request", input.name)));
+            return Err(RuntimeError::invalid(format!(
+                "input '{}' appears twice in the request",
+                input.name
+            )));
         }
         let spec = &sig.inputs[pos];
         match DataType::from_name(&input.datatype) {
@@ -194,7 +227,7 @@ pub fn decode_inputs(model: &str, sig: &Signature, req: &ModelInferRequest) -> R
                 )));
             }
             let bytes = &req.raw_input_contents[i];
-            let need = n.checked_mul(spec.datatype.size()).unwrap_or(usize::MAX);
+            let need = n.saturating_mul(spec.datatype.size());
             if bytes.len() != need {
                 return Err(RuntimeError::invalid(format!(
                     "input '{}' raw data has {} bytes but shape {} of {} needs {need}",
@@ -238,7 +271,11 @@ pub fn encode_outputs(
                 return Err(RuntimeError::invalid(format!(
                     "unexpected inference output '{}' for model '{model}' (outputs: {})",
                     o.name,
-                    sig.outputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    sig.outputs
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             };
             wanted.push(pos);
@@ -254,9 +291,15 @@ pub fn encode_outputs(
         let (Some(spec), Some(value)) = (sig.outputs.get(pos), outputs.get(pos)) else {
             continue;
         };
-        let dt = DataType::from_datum_type(value.datum_type()).ok_or_else(|| RuntimeError::Execution {
-            model: model.to_string(),
-            reason: format!("output '{}' has unsupported element type {:?}", spec.name, value.datum_type()),
+        let dt = DataType::from_datum_type(value.datum_type()).ok_or_else(|| {
+            RuntimeError::Execution {
+                model: model.to_string(),
+                reason: format!(
+                    "output '{}' has unsupported element type {:?}",
+                    spec.name,
+                    value.datum_type()
+                ),
+            }
         })?;
         resp.outputs.push(InferOutputTensor {
             name: spec.name.clone(),
@@ -294,15 +337,34 @@ mod tests {
 
     fn sig() -> Signature {
         Signature {
-            inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, 2] }],
-            outputs: vec![TensorSpec { name: "y".into(), datatype: DataType::Fp32, shape: vec![-1, 2] }],
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, 2],
+            }],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, 2],
+            }],
         }
     }
 
-    fn req(datatype: &str, shape: Vec<i64>, contents: Option<InferTensorContents>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
+    fn req(
+        datatype: &str,
+        shape: Vec<i64>,
+        contents: Option<InferTensorContents>,
+        raw: Vec<Vec<u8>>,
+    ) -> ModelInferRequest {
         ModelInferRequest {
             model_name: "m".into(),
-            inputs: vec![InferInputTensor { name: "x".into(), datatype: datatype.into(), shape, contents, ..Default::default() }],
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: datatype.into(),
+                shape,
+                contents,
+                ..Default::default()
+            }],
             raw_input_contents: raw,
             ..Default::default()
         }
@@ -310,7 +372,15 @@ mod tests {
 
     #[test]
     fn typed_and_raw_inputs_decode_to_the_same_tensor() {
-        let typed = req("FP32", vec![1, 2], Some(InferTensorContents { fp32_contents: vec![1.0, 2.5], ..Default::default() }), vec![]);
+        let typed = req(
+            "FP32",
+            vec![1, 2],
+            Some(InferTensorContents {
+                fp32_contents: vec![1.0, 2.5],
+                ..Default::default()
+            }),
+            vec![],
+        );
         let raw_bytes: Vec<u8> = [1.0f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
         let raw = req("FP32", vec![1, 2], None, vec![raw_bytes]);
         let a = decode_inputs("m", &sig(), &typed).unwrap();
@@ -320,20 +390,62 @@ mod tests {
 
     #[test]
     fn wrong_shape_names_the_input_and_the_expected_shape() {
-        let r = req("FP32", vec![1, 3], Some(InferTensorContents { fp32_contents: vec![1.0; 3], ..Default::default() }), vec![]);
+        let r = req(
+            "FP32",
+            vec![1, 3],
+            Some(InferTensorContents {
+                fp32_contents: vec![1.0; 3],
+                ..Default::default()
+            }),
+            vec![],
+        );
         let e = decode_inputs("m", &sig(), &r).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.to_string().contains("'x'") && e.to_string().contains("[-1,2]"), "{e}");
+        assert!(
+            e.to_string().contains("'x'") && e.to_string().contains("[-1,2]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_datatype_and_count_are_rejected() {
-        let r = req("FP64", vec![1, 2], Some(InferTensorContents { fp64_contents: vec![1.0; 2], ..Default::default() }), vec![]);
-        assert!(decode_inputs("m", &sig(), &r).unwrap_err().to_string().contains("expects 'FP32'"));
-        let r = req("FP32", vec![1, 2], Some(InferTensorContents { fp32_contents: vec![1.0; 3], ..Default::default() }), vec![]);
-        assert!(decode_inputs("m", &sig(), &r).unwrap_err().to_string().contains("needs 2"));
+        let r = req(
+            "FP64",
+            vec![1, 2],
+            Some(InferTensorContents {
+                fp64_contents: vec![1.0; 2],
+                ..Default::default()
+            }),
+            vec![],
+        );
+        assert!(
+            decode_inputs("m", &sig(), &r)
+                .unwrap_err()
+                .to_string()
+                .contains("expects 'FP32'")
+        );
+        let r = req(
+            "FP32",
+            vec![1, 2],
+            Some(InferTensorContents {
+                fp32_contents: vec![1.0; 3],
+                ..Default::default()
+            }),
+            vec![],
+        );
+        assert!(
+            decode_inputs("m", &sig(), &r)
+                .unwrap_err()
+                .to_string()
+                .contains("needs 2")
+        );
         let r = req("FP32", vec![1, 2], None, vec![vec![0; 7]]);
-        assert!(decode_inputs("m", &sig(), &r).unwrap_err().to_string().contains("needs 8"));
+        assert!(
+            decode_inputs("m", &sig(), &r)
+                .unwrap_err()
+                .to_string()
+                .contains("needs 8")
+        );
         let r = req("FP32", vec![-1, 2], None, vec![vec![0; 8]]);
         assert!(decode_inputs("m", &sig(), &r).is_err());
     }

@@ -25,6 +25,9 @@ pub trait ModelServer: Send + Sync + 'static {
 /// A lazily-connecting channel to `host:port`.
 pub fn channel(host: &str, port: u16) -> Result<tonic::transport::Channel, String> {
     let uri = format!("http://{host}:{port}");
-    let ep = tonic::transport::Endpoint::from_shared(uri.clone()).map_err(|e| format!("invalid runtime address {uri}: {e}"))?;
-    Ok(ep.connect_timeout(std::time::Duration::from_secs(5)).connect_lazy())
+    let ep = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("invalid runtime address {uri}: {e}"))?;
+    Ok(ep
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy())
 }

@@ -22,7 +22,10 @@ pub fn implementation(model_type: &str) -> Option<&'static str> {
     }
 }
 
-fn insert_schema(settings: &mut Map<String, Value>, schema_path: Option<&Path>) -> Result<(), AdapterError> {
+fn insert_schema(
+    settings: &mut Map<String, Value>,
+    schema_path: Option<&Path>,
+) -> Result<(), AdapterError> {
     if let Some(sp) = schema_path {
         let s = schema::read(sp)?;
         settings.insert("inputs".into(), json!(s.inputs));
@@ -42,7 +45,10 @@ pub fn adapt(
     let target = mlserver_dir.join(model_id);
     fresh_dir(&target)?;
     if !src.exists() {
-        return Err(AdapterError::NotFound(format!("model path {} does not exist", src.display())));
+        return Err(AdapterError::NotFound(format!(
+            "model path {} does not exist",
+            src.display()
+        )));
     }
     let mut settings = if src.is_dir() && src.join(SETTINGS).is_file() {
         for e in entries(src)? {
@@ -51,30 +57,49 @@ pub fn adapt(
             }
         }
         let path = src.join(SETTINGS);
-        let text = std::fs::read_to_string(&path).map_err(|e| AdapterError::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| AdapterError::io(format!("reading {}", path.display()), e))?;
         let mut s = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(AdapterError::invalid(format!("{} is not a JSON object", path.display()))),
+            _ => {
+                return Err(AdapterError::invalid(format!(
+                    "{} is not a JSON object",
+                    path.display()
+                )));
+            }
         };
         // A relative uri would resolve against the settings file; make it absolute under the
         // adapted dir, refusing paths that climb out of it.
-        let uri = s.get("parameters").and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_string);
+        let uri = s
+            .get("parameters")
+            .and_then(|p| p.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if let Some(uri) = uri {
             let abs = safe_path::join(&target, &uri)?;
             if let Some(Value::Object(p)) = s.get_mut("parameters") {
-                p.insert("uri".into(), Value::String(abs.to_string_lossy().into_owned()));
+                p.insert(
+                    "uri".into(),
+                    Value::String(abs.to_string_lossy().into_owned()),
+                );
             }
         }
         s
     } else {
-        let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "model".into());
+        let name = src
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "model".into());
         let linked = target.join(name);
         link(src, &linked)?;
         let mut s = Map::new();
         if let Some(imp) = implementation(model_type) {
             s.insert("implementation".into(), json!(imp));
         }
-        s.insert("parameters".into(), json!({ "uri": linked.to_string_lossy() }));
+        s.insert(
+            "parameters".into(),
+            json!({ "uri": linked.to_string_lossy() }),
+        );
         s
     };
     settings.insert("name".into(), json!(model_id));
@@ -103,7 +128,10 @@ mod tests {
         let s = settings(&t);
         assert_eq!(s["name"], "sk-1");
         assert_eq!(s["implementation"], "mlserver_sklearn.SKLearnModel");
-        assert_eq!(s["parameters"]["uri"], t.join("model.joblib").to_string_lossy().as_ref());
+        assert_eq!(
+            s["parameters"]["uri"],
+            t.join("model.joblib").to_string_lossy().as_ref()
+        );
         let t = adapt(out.path(), "custom-1", "custom", &f, None).unwrap();
         assert!(settings(&t).get("implementation").is_none());
     }
@@ -122,9 +150,16 @@ mod tests {
         let s = settings(&t);
         assert_eq!(s["name"], "id9");
         assert_eq!(s["implementation"], "x.Y");
-        assert_eq!(s["parameters"]["uri"], t.join("m.joblib").to_string_lossy().as_ref());
+        assert_eq!(
+            s["parameters"]["uri"],
+            t.join("m.joblib").to_string_lossy().as_ref()
+        );
         assert_eq!(s["parameters"]["version"], "v1");
-        std::fs::write(src.path().join(SETTINGS), r#"{"parameters":{"uri":"../../etc/passwd"}}"#).unwrap();
+        std::fs::write(
+            src.path().join(SETTINGS),
+            r#"{"parameters":{"uri":"../../etc/passwd"}}"#,
+        )
+        .unwrap();
         assert!(adapt(out.path(), "id10", "sklearn", src.path(), None).is_err());
     }
 }

@@ -12,18 +12,22 @@ use std::path::Path;
 /// Removes and recreates a directory.
 pub(crate) fn fresh_dir(dir: &Path) -> Result<(), AdapterError> {
     remove_all(dir)?;
-    std::fs::create_dir_all(dir).map_err(|e| AdapterError::io(format!("creating {}", dir.display()), e))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AdapterError::io(format!("creating {}", dir.display()), e))
 }
 
 /// Symlinks `target` at `link`, creating parent directories.
 pub(crate) fn link(target: &Path, link: &Path) -> Result<(), AdapterError> {
     if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
     }
     let abs = if target.is_absolute() {
         target.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| AdapterError::io("reading the working directory", e))?.join(target)
+        std::env::current_dir()
+            .map_err(|e| AdapterError::io("reading the working directory", e))?
+            .join(target)
     };
     symlink(&abs, link)
 }

@@ -30,8 +30,10 @@ pub struct Schema {
 
 /// Reads a schema file.
 pub fn read(path: &Path) -> Result<Schema, AdapterError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AdapterError::NotFound(format!("cannot read model schema {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| AdapterError::invalid(format!("model schema {} is not valid: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AdapterError::NotFound(format!("cannot read model schema {}: {e}", path.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        AdapterError::invalid(format!("model schema {} is not valid: {e}", path.display()))
+    })
 }

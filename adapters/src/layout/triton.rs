@@ -47,7 +47,11 @@ fn config_type(datatype: &str) -> Result<i32, AdapterError> {
         "FP64" => ConfigType::TypeFp64,
         "BYTES" => ConfigType::TypeString,
         "BF16" => ConfigType::TypeBf16,
-        other => return Err(AdapterError::invalid(format!("model schema datatype '{other}' is not a KServe v2 datatype"))),
+        other => {
+            return Err(AdapterError::invalid(format!(
+                "model schema datatype '{other}' is not a KServe v2 datatype"
+            )));
+        }
     };
     Ok(t as i32)
 }
@@ -71,18 +75,35 @@ fn apply_schema(cfg: &mut ModelConfig, s: &schema::Schema) -> Result<(), Adapter
     cfg.input = s
         .inputs
         .iter()
-        .map(|t| Ok(ModelInput { name: t.name.clone(), data_type: config_type(&t.datatype)?, dims: dims(t)?, ..Default::default() }))
+        .map(|t| {
+            Ok(ModelInput {
+                name: t.name.clone(),
+                data_type: config_type(&t.datatype)?,
+                dims: dims(t)?,
+                ..Default::default()
+            })
+        })
         .collect::<Result<_, AdapterError>>()?;
     cfg.output = s
         .outputs
         .iter()
-        .map(|t| Ok(ModelOutput { name: t.name.clone(), data_type: config_type(&t.datatype)?, dims: dims(t)?, ..Default::default() }))
+        .map(|t| {
+            Ok(ModelOutput {
+                name: t.name.clone(),
+                data_type: config_type(&t.datatype)?,
+                dims: dims(t)?,
+                ..Default::default()
+            })
+        })
         .collect::<Result<_, AdapterError>>()?;
     Ok(())
 }
 
 fn is_numeric_dir(e: &std::fs::DirEntry) -> bool {
-    e.path().is_dir() && e.file_name().to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    e.path().is_dir()
+        && e.file_name()
+            .to_str()
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Builds `<triton_dir>/<model_id>` for a pulled model at `src`; returns that directory.
@@ -100,24 +121,36 @@ pub fn adapt(
             "keras .h5 models are not converted by this adapter: save the model as a TensorFlow SavedModel".into(),
         ));
     }
-    let meta = std::fs::metadata(src)
-        .map_err(|e| AdapterError::NotFound(format!("model path {} is not accessible: {e}", src.display())))?;
+    let meta = std::fs::metadata(src).map_err(|e| {
+        AdapterError::NotFound(format!(
+            "model path {} is not accessible: {e}",
+            src.display()
+        ))
+    })?;
     if meta.is_dir() && src.join("config.pbtxt").is_file() {
         return adapt_native(src, &target, schema_path);
     }
     let mut version = "1".to_string();
     let mut cur = src.to_path_buf();
     if meta.is_dir() {
-        let items: Vec<_> = entries(&cur)?.into_iter().filter(|e| e.file_name() != "_schema.json").collect();
+        let items: Vec<_> = entries(&cur)?
+            .into_iter()
+            .filter(|e| e.file_name() != "_schema.json")
+            .collect();
         if !items.is_empty() && items.iter().all(is_numeric_dir) {
             // `is_numeric_dir` guarantees the name parses.
-            if let Some(best) = items.iter().max_by_key(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
+            if let Some(best) = items
+                .iter()
+                .max_by_key(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
             {
                 version = best.file_name().to_string_lossy().into_owned();
                 cur = best.path();
             }
         }
-        let inner: Vec<_> = entries(&cur)?.into_iter().filter(|e| e.file_name() != "_schema.json").collect();
+        let inner: Vec<_> = entries(&cur)?
+            .into_iter()
+            .filter(|e| e.file_name() != "_schema.json")
+            .collect();
         if inner.len() == 1 && model_file_name(model_type).is_some() {
             cur = inner[0].path();
         }
@@ -126,7 +159,11 @@ pub fn adapt(
     if cur.is_file() {
         let name = model_file_name(model_type)
             .map(str::to_string)
-            .unwrap_or_else(|| cur.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()));
+            .unwrap_or_else(|| {
+                cur.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into())
+            });
         link(&cur, &vdir.join(name))?;
     } else {
         match model_type {
@@ -137,7 +174,10 @@ pub fn adapt(
     }
     if let Some(sp) = schema_path {
         let s = schema::read(sp)?;
-        let mut cfg = ModelConfig { backend: backend(model_type).unwrap_or_default().to_string(), ..Default::default() };
+        let mut cfg = ModelConfig {
+            backend: backend(model_type).unwrap_or_default().to_string(),
+            ..Default::default()
+        };
         apply_schema(&mut cfg, &s)?;
         write_config(&target, &cfg)?;
     }
@@ -146,11 +186,16 @@ pub fn adapt(
 
 fn write_config(target: &Path, cfg: &ModelConfig) -> Result<(), AdapterError> {
     let path = target.join("config.pbtxt");
-    std::fs::write(&path, model_config_to_text(cfg)).map_err(|e| AdapterError::io(format!("writing {}", path.display()), e))
+    std::fs::write(&path, model_config_to_text(cfg))
+        .map_err(|e| AdapterError::io(format!("writing {}", path.display()), e))
 }
 
 /// A native Triton model directory: link everything, rewrite `config.pbtxt` without its name.
-fn adapt_native(src: &Path, target: &Path, schema_path: Option<&Path>) -> Result<PathBuf, AdapterError> {
+fn adapt_native(
+    src: &Path,
+    target: &Path,
+    schema_path: Option<&Path>,
+) -> Result<PathBuf, AdapterError> {
     for e in entries(src)? {
         if e.file_name() == "config.pbtxt" {
             continue;
@@ -158,8 +203,8 @@ fn adapt_native(src: &Path, target: &Path, schema_path: Option<&Path>) -> Result
         link(&e.path(), &target.join(e.file_name()))?;
     }
     let cfg_path = src.join("config.pbtxt");
-    let text =
-        std::fs::read_to_string(&cfg_path).map_err(|e| AdapterError::io(format!("reading {}", cfg_path.display()), e))?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| AdapterError::io(format!("reading {}", cfg_path.display()), e))?;
     match parse_model_config(&text) {
         Ok(mut cfg) => {
             // Triton requires the name to match the directory, which is the model id.
@@ -207,7 +252,10 @@ mod tests {
         }
         let out = tempfile::tempdir().unwrap();
         let t = adapt(out.path(), "m", "onnx", src.path(), None).unwrap();
-        assert_eq!(read_link(&t.join("7/model.onnx")), src.path().join("7/model.onnx"));
+        assert_eq!(
+            read_link(&t.join("7/model.onnx")),
+            src.path().join("7/model.onnx")
+        );
     }
 
     #[test]
@@ -215,10 +263,15 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(src.path().join("1")).unwrap();
         std::fs::write(src.path().join("1/model.py"), b"x").unwrap();
-        std::fs::write(src.path().join("config.pbtxt"), "name: \"add_one\"\nbackend: \"python\"\nmax_batch_size: 0\n").unwrap();
+        std::fs::write(
+            src.path().join("config.pbtxt"),
+            "name: \"add_one\"\nbackend: \"python\"\nmax_batch_size: 0\n",
+        )
+        .unwrap();
         let out = tempfile::tempdir().unwrap();
         let t = adapt(out.path(), "id-1", "python", src.path(), None).unwrap();
-        let cfg = parse_model_config(&std::fs::read_to_string(t.join("config.pbtxt")).unwrap()).unwrap();
+        let cfg =
+            parse_model_config(&std::fs::read_to_string(t.join("config.pbtxt")).unwrap()).unwrap();
         assert_eq!(cfg.name, "");
         assert_eq!(cfg.backend, "python");
         assert_eq!(read_link(&t.join("1")), src.path().join("1"));
@@ -233,7 +286,8 @@ mod tests {
         std::fs::write(&sp, r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,4]}],"outputs":[{"name":"y","datatype":"INT64","shape":[1]}]}"#).unwrap();
         let out = tempfile::tempdir().unwrap();
         let t = adapt(out.path(), "m", "onnx", &f, Some(&sp)).unwrap();
-        let cfg = parse_model_config(&std::fs::read_to_string(t.join("config.pbtxt")).unwrap()).unwrap();
+        let cfg =
+            parse_model_config(&std::fs::read_to_string(t.join("config.pbtxt")).unwrap()).unwrap();
         assert_eq!(cfg.backend, "onnxruntime");
         assert_eq!(cfg.input[0].dims, vec![-1, 4]);
         assert_eq!(cfg.output[0].data_type, ConfigType::TypeInt64 as i32);

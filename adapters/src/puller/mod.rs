@@ -54,7 +54,11 @@ pub fn disk_size(path: &Path) -> u64 {
         match std::fs::metadata(p) {
             Ok(m) if m.is_file() => m.len(),
             Ok(m) if m.is_dir() => std::fs::read_dir(p)
-                .map(|rd| rd.filter_map(Result::ok).map(|e| walk(&e.path(), depth + 1)).sum())
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| walk(&e.path(), depth + 1))
+                        .sum()
+                })
                 .unwrap_or(0),
             _ => 0,
         }
@@ -64,8 +68,18 @@ pub fn disk_size(path: &Path) -> u64 {
 
 impl Puller {
     /// A puller writing under `root`, reading storage entries from `storage_config_dir`.
-    pub fn new(root: impl Into<PathBuf>, storage_config_dir: impl Into<PathBuf>, pvc_root: impl Into<PathBuf>) -> Self {
-        Puller { root: root.into(), storage_config_dir: storage_config_dir.into(), mounts: Mounts { pvc_root: pvc_root.into() } }
+    pub fn new(
+        root: impl Into<PathBuf>,
+        storage_config_dir: impl Into<PathBuf>,
+        pvc_root: impl Into<PathBuf>,
+    ) -> Self {
+        Puller {
+            root: root.into(),
+            storage_config_dir: storage_config_dir.into(),
+            mounts: Mounts {
+                pvc_root: pvc_root.into(),
+            },
+        }
     }
 
     /// The local directory of a model's files.
@@ -74,7 +88,12 @@ impl Puller {
     }
 
     /// Fetches a model; any previous local copy is replaced.
-    pub async fn pull(&self, model_id: &str, model_path: &str, key: &ModelKey) -> Result<PulledModel, AdapterError> {
+    pub async fn pull(
+        &self,
+        model_id: &str,
+        model_path: &str,
+        key: &ModelKey,
+    ) -> Result<PulledModel, AdapterError> {
         validate_model_id(model_id)?;
         let cfg = storage_config::resolve(&self.storage_config_dir, key)?;
         let remote = safe_path::clean_relative(model_path)?;
@@ -84,7 +103,8 @@ impl Puller {
             .unwrap_or_else(|| DEFAULT_LOCAL_NAME.to_string());
         let dir = self.model_dir(model_id);
         remove_all(&dir)?;
-        std::fs::create_dir_all(&dir).map_err(|e| AdapterError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AdapterError::io(format!("creating {}", dir.display()), e))?;
         let dest = dir.join(&local_name);
         tracing::info!(model_id, storage = %cfg.kind, path = model_path, "pulling model");
         providers::fetch(&cfg, &remote, &dest, &self.mounts).await?;
@@ -101,15 +121,23 @@ impl Puller {
             }
             let schema_dest = dir.join(&name);
             providers::fetch(&cfg, &remote_schema, &schema_dest, &self.mounts).await?;
-            new_key.0.insert("schema_path".into(), Value::String(schema_dest.to_string_lossy().into_owned()));
+            new_key.0.insert(
+                "schema_path".into(),
+                Value::String(schema_dest.to_string_lossy().into_owned()),
+            );
         }
         let size = disk_size(&dest);
-        new_key.0.insert("disk_size_bytes".into(), Value::from(size));
+        new_key
+            .0
+            .insert("disk_size_bytes".into(), Value::from(size));
         for k in ["storage_key", "storage_params", "bucket"] {
             new_key.0.remove(k);
         }
         tracing::info!(model_id, bytes = size, local = %dest.display(), "model pulled");
-        Ok(PulledModel { model_path: dest, model_key: new_key })
+        Ok(PulledModel {
+            model_path: dest,
+            model_key: new_key,
+        })
     }
 
     /// Deletes a model's local files (nothing to do if there are none).
@@ -125,10 +153,10 @@ pub fn remove_all(p: &Path) -> Result<(), AdapterError> {
     match std::fs::symlink_metadata(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(AdapterError::io(format!("inspecting {}", p.display()), e)),
-        Ok(m) if m.is_dir() => {
-            std::fs::remove_dir_all(p).map_err(|e| AdapterError::io(format!("removing {}", p.display()), e))
-        }
-        Ok(_) => std::fs::remove_file(p).map_err(|e| AdapterError::io(format!("removing {}", p.display()), e)),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p)
+            .map_err(|e| AdapterError::io(format!("removing {}", p.display()), e)),
+        Ok(_) => std::fs::remove_file(p)
+            .map_err(|e| AdapterError::io(format!("removing {}", p.display()), e)),
     }
 }
 
@@ -164,6 +192,9 @@ mod tests {
         assert!(p.pull("../up", "models/m1", &key).await.is_err());
         p.cleanup("id1").unwrap();
         assert!(!root.path().join("id1").exists());
-        assert!(store.path().join("models/m1/model.onnx").exists(), "cleanup must not follow links");
+        assert!(
+            store.path().join("models/m1/model.onnx").exists(),
+            "cleanup must not follow links"
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct Mounts {
 
 fn retry() -> RetryConfig {
     // A wrong endpoint or bucket should fail in seconds, not after object_store's 3-minute default.
-    RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(20), ..Default::default() }
+    RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(20),
+        ..Default::default()
+    }
 }
 
 fn pull_err(e: impl std::fmt::Display) -> AdapterError {
@@ -38,8 +42,14 @@ fn s3(cfg: &StorageConfig) -> Result<Arc<dyn ObjectStore>, AdapterError> {
         .with_region(cfg.str("region").unwrap_or("us-east-1"))
         .with_retry(retry());
     if let Some(ep) = cfg.str("endpoint_url") {
-        let ep = if ep.contains("://") { ep.to_string() } else { format!("https://{ep}") };
-        b = b.with_endpoint(&ep).with_allow_http(ep.starts_with("http://"));
+        let ep = if ep.contains("://") {
+            ep.to_string()
+        } else {
+            format!("https://{ep}")
+        };
+        b = b
+            .with_endpoint(&ep)
+            .with_allow_http(ep.starts_with("http://"));
     }
     match (cfg.str("access_key_id"), cfg.str("secret_access_key")) {
         (Some(k), Some(s)) => b = b.with_access_key_id(k).with_secret_access_key(s),
@@ -75,7 +85,10 @@ fn gcs(cfg: &StorageConfig) -> Result<Arc<dyn ObjectStore>, AdapterError> {
         .with_bucket_name(bucket)
         .with_service_account_key(sa.to_string())
         .with_retry(retry());
-    if cfg.str("endpoint_url").is_some_and(|e| e.starts_with("http://")) {
+    if cfg
+        .str("endpoint_url")
+        .is_some_and(|e| e.starts_with("http://"))
+    {
         b = b.with_client_options(object_store::ClientOptions::new().with_allow_http(true));
     }
     Ok(Arc::new(b.build().map_err(pull_err)?))
@@ -119,18 +132,27 @@ fn azure(cfg: &StorageConfig) -> Result<Arc<dyn ObjectStore>, AdapterError> {
                 _ => {}
             }
         }
-    } else if let (Some(id), Some(secret), Some(tenant)) =
-        (cfg.str("client_id"), cfg.str("client_secret"), cfg.str("tenant_id"))
-    {
-        b = b.with_client_id(id).with_client_secret(secret).with_tenant_id(tenant);
+    } else if let (Some(id), Some(secret), Some(tenant)) = (
+        cfg.str("client_id"),
+        cfg.str("client_secret"),
+        cfg.str("tenant_id"),
+    ) {
+        b = b
+            .with_client_id(id)
+            .with_client_secret(secret)
+            .with_tenant_id(tenant);
         authed = true;
     }
     let account = account.ok_or_else(|| {
-        AdapterError::invalid("azure storage configuration is missing required string 'account_name'")
+        AdapterError::invalid(
+            "azure storage configuration is missing required string 'account_name'",
+        )
     })?;
     b = b.with_account(account);
     if let Some(ep) = endpoint {
-        b = b.with_allow_http(ep.starts_with("http://")).with_endpoint(ep.trim_end_matches('/').to_string());
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_endpoint(ep.trim_end_matches('/').to_string());
     }
     if !authed {
         b = b.with_skip_signature(true);
@@ -146,7 +168,9 @@ async fn download(store: &dyn ObjectStore, loc: &ObjPath, dest: &Path) -> Result
             .map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
     }
     let got = store.get(loc).await.map_err(|e| match e {
-        object_store::Error::NotFound { .. } => AdapterError::NotFound(format!("object '{loc}' not found in storage")),
+        object_store::Error::NotFound { .. } => {
+            AdapterError::NotFound(format!("object '{loc}' not found in storage"))
+        }
         other => pull_err(other),
     })?;
     let mut file = tokio::fs::File::create(dest)
@@ -155,14 +179,22 @@ async fn download(store: &dyn ObjectStore, loc: &ObjPath, dest: &Path) -> Result
     let mut stream = got.into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(pull_err)?;
-        file.write_all(&chunk).await.map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
     }
-    file.flush().await.map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
+    file.flush()
+        .await
+        .map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
     Ok(())
 }
 
 /// Fetches `remote` (a file or a prefix) from an object store into `dest`.
-async fn fetch_objects(store: Arc<dyn ObjectStore>, remote: &Path, dest: &Path) -> Result<(), AdapterError> {
+async fn fetch_objects(
+    store: Arc<dyn ObjectStore>,
+    remote: &Path,
+    dest: &Path,
+) -> Result<(), AdapterError> {
     let key = remote.to_string_lossy().replace('\\', "/");
     let loc = ObjPath::from(key.as_str());
     // A single object at exactly this key?
@@ -171,13 +203,17 @@ async fn fetch_objects(store: Arc<dyn ObjectStore>, remote: &Path, dest: &Path) 
     {
         return download(store.as_ref(), &loc, dest).await;
     }
-    let objects: Vec<_> = store.list(Some(&loc)).try_collect().await.map_err(|e| match e {
-        // A key with `..` or similar would land outside the model directory.
-        object_store::Error::InvalidPath { source } => {
-            AdapterError::invalid(format!("storage under '{key}' holds an object with an unsafe key: {source}"))
-        }
-        other => pull_err(other),
-    })?;
+    let objects: Vec<_> = store
+        .list(Some(&loc))
+        .try_collect()
+        .await
+        .map_err(|e| match e {
+            // A key with `..` or similar would land outside the model directory.
+            object_store::Error::InvalidPath { source } => AdapterError::invalid(format!(
+                "storage under '{key}' holds an object with an unsafe key: {source}"
+            )),
+            other => pull_err(other),
+        })?;
     let prefix = format!("{key}/");
     let mut jobs = Vec::new();
     for o in objects {
@@ -186,12 +222,16 @@ async fn fetch_objects(store: Arc<dyn ObjectStore>, remote: &Path, dest: &Path) 
         if o.size == 0 || k.ends_with('/') {
             continue;
         }
-        let Some(rel) = k.strip_prefix(&prefix) else { continue };
+        let Some(rel) = k.strip_prefix(&prefix) else {
+            continue;
+        };
         let target = dest.join(clean_relative(rel)?);
         jobs.push((o.location, target));
     }
     if jobs.is_empty() {
-        return Err(AdapterError::NotFound(format!("no objects found at '{key}' in storage")));
+        return Err(AdapterError::NotFound(format!(
+            "no objects found at '{key}' in storage"
+        )));
     }
     futures::stream::iter(jobs)
         .map(|(loc, target)| {
@@ -206,7 +246,11 @@ async fn fetch_objects(store: Arc<dyn ObjectStore>, remote: &Path, dest: &Path) 
 
 async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(), AdapterError> {
     let base = cfg.require("url")?;
-    let url = format!("{}/{}", base.trim_end_matches('/'), remote.to_string_lossy().replace('\\', "/"));
+    let url = format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        remote.to_string_lossy().replace('\\', "/")
+    );
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(h) = cfg.fields.get("headers").and_then(|h| h.as_object()) {
         for (k, v) in h {
@@ -216,10 +260,12 @@ async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(
                 _ => vec![],
             };
             for val in vals {
-                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| AdapterError::invalid(format!("http storage header name '{k}' is invalid")))?;
-                let value = reqwest::header::HeaderValue::from_str(val)
-                    .map_err(|_| AdapterError::invalid(format!("http storage header '{k}' has an invalid value")))?;
+                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    AdapterError::invalid(format!("http storage header name '{k}' is invalid"))
+                })?;
+                let value = reqwest::header::HeaderValue::from_str(val).map_err(|_| {
+                    AdapterError::invalid(format!("http storage header '{k}' has an invalid value"))
+                })?;
                 headers.append(name, value);
             }
         }
@@ -232,20 +278,29 @@ async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(
     let mut resp = client.get(&url).send().await.map_err(pull_err)?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
-        return Err(AdapterError::NotFound(format!("GET {url} answered 404 Not Found")));
+        return Err(AdapterError::NotFound(format!(
+            "GET {url} answered 404 Not Found"
+        )));
     }
     if !status.is_success() {
         return Err(pull_err(format!("GET {url} answered {status}")));
     }
     if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
     }
-    let mut file =
-        tokio::fs::File::create(dest).await.map_err(|e| AdapterError::io(format!("creating {}", dest.display()), e))?;
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| AdapterError::io(format!("creating {}", dest.display()), e))?;
     while let Some(chunk) = resp.chunk().await.map_err(pull_err)? {
-        file.write_all(&chunk).await.map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
     }
-    file.flush().await.map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
+    file.flush()
+        .await
+        .map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
     Ok(())
 }
 
@@ -256,7 +311,8 @@ fn link_mounted(root: &Path, remote: &Path, dest: &Path) -> Result<(), AdapterEr
     let canonical = check_inside(root, &src)?;
     check_tree_inside(root, &src)?;
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| AdapterError::io(format!("creating {}", parent.display()), e))?;
     }
     symlink(&canonical, dest)
 }
@@ -265,18 +321,29 @@ fn link_mounted(root: &Path, remote: &Path, dest: &Path) -> Result<(), AdapterEr
 pub fn symlink(target: &Path, link: &Path) -> Result<(), AdapterError> {
     #[cfg(unix)]
     {
-        std::os::unix::fs::symlink(target, link)
-            .map_err(|e| AdapterError::io(format!("linking {} -> {}", link.display(), target.display()), e))
+        std::os::unix::fs::symlink(target, link).map_err(|e| {
+            AdapterError::io(
+                format!("linking {} -> {}", link.display(), target.display()),
+                e,
+            )
+        })
     }
     #[cfg(not(unix))]
     {
         let _ = (target, link);
-        Err(AdapterError::Unimplemented("symlinks need a Unix host".into()))
+        Err(AdapterError::Unimplemented(
+            "symlinks need a Unix host".into(),
+        ))
     }
 }
 
 /// Fetches `remote` (already checked to be relative and free of `..`) into `dest`.
-pub async fn fetch(cfg: &StorageConfig, remote: &Path, dest: &Path, mounts: &Mounts) -> Result<(), AdapterError> {
+pub async fn fetch(
+    cfg: &StorageConfig,
+    remote: &Path,
+    dest: &Path,
+    mounts: &Mounts,
+) -> Result<(), AdapterError> {
     match cfg.kind.as_str() {
         "s3" => fetch_objects(s3(cfg)?, remote, dest).await,
         "gcs" | "gs" => fetch_objects(gcs(cfg)?, remote, dest).await,

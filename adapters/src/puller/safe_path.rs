@@ -8,7 +8,9 @@ use std::path::{Component, Path, PathBuf};
 /// drive prefixes and NUL bytes. Empty and `.` components are dropped.
 pub fn clean_relative(path: &str) -> Result<PathBuf, AdapterError> {
     if path.contains('\0') {
-        return Err(AdapterError::invalid(format!("path {path:?} contains a NUL byte")));
+        return Err(AdapterError::invalid(format!(
+            "path {path:?} contains a NUL byte"
+        )));
     }
     if path.starts_with('/') || path.starts_with('\\') {
         return Err(AdapterError::invalid(format!(
@@ -41,12 +43,15 @@ pub fn join(root: &Path, rel: &str) -> Result<PathBuf, AdapterError> {
 /// Resolves symlinks in `path` and checks that the result is still inside `root` (also resolved).
 /// Returns the canonical path.
 pub fn check_inside(root: &Path, path: &Path) -> Result<PathBuf, AdapterError> {
-    let root_c = root
-        .canonicalize()
-        .map_err(|e| AdapterError::NotFound(format!("storage root {} is not accessible: {e}", root.display())))?;
-    let p = path
-        .canonicalize()
-        .map_err(|e| AdapterError::NotFound(format!("model path {} does not exist: {e}", path.display())))?;
+    let root_c = root.canonicalize().map_err(|e| {
+        AdapterError::NotFound(format!(
+            "storage root {} is not accessible: {e}",
+            root.display()
+        ))
+    })?;
+    let p = path.canonicalize().map_err(|e| {
+        AdapterError::NotFound(format!("model path {} does not exist: {e}", path.display()))
+    })?;
     if !p.starts_with(&root_c) {
         return Err(AdapterError::invalid(format!(
             "model path {} resolves to {}, outside its storage root {}: symlinks may not leave the root",
@@ -62,7 +67,8 @@ pub fn check_inside(root: &Path, path: &Path) -> Result<PathBuf, AdapterError> {
 pub fn check_tree_inside(root: &Path, dir: &Path) -> Result<(), AdapterError> {
     let canonical = check_inside(root, dir)?;
     if canonical.is_dir() {
-        let entries = std::fs::read_dir(dir).map_err(|e| AdapterError::io(format!("reading {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| AdapterError::io(format!("reading {}", dir.display()), e))?;
         for e in entries {
             let e = e.map_err(|e| AdapterError::io(format!("reading {}", dir.display()), e))?;
             check_tree_inside(root, &e.path())?;
@@ -90,7 +96,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"s").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link"))
+            .unwrap();
         std::fs::write(root.path().join("ok"), b"o").unwrap();
         assert!(check_inside(root.path(), &root.path().join("ok")).is_ok());
         let e = check_inside(root.path(), &root.path().join("link")).unwrap_err();

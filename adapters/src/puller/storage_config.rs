@@ -19,13 +19,19 @@ pub struct StorageConfig {
 impl StorageConfig {
     /// A string field, if present.
     pub fn str(&self, k: &str) -> Option<&str> {
-        self.fields.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
+        self.fields
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     /// A required string field, or an error naming it and the provider.
     pub fn require(&self, k: &str) -> Result<&str, AdapterError> {
         self.str(k).ok_or_else(|| {
-            AdapterError::invalid(format!("{} storage configuration is missing required string '{k}'", self.kind))
+            AdapterError::invalid(format!(
+                "{} storage configuration is missing required string '{k}'",
+                self.kind
+            ))
         })
     }
 }
@@ -36,18 +42,27 @@ fn valid_key(key: &str) -> bool {
 
 fn read_entry(dir: &Path, key: &str) -> Result<Option<Map<String, Value>>, AdapterError> {
     if !valid_key(key) {
-        return Err(AdapterError::invalid(format!("storage key '{key}' is not a valid key name")));
+        return Err(AdapterError::invalid(format!(
+            "storage key '{key}' is not a valid key name"
+        )));
     }
     let path = dir.join(key);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(AdapterError::io(format!("reading storage config {}", path.display()), e)),
+        Err(e) => {
+            return Err(AdapterError::io(
+                format!("reading storage config {}", path.display()),
+                e,
+            ));
+        }
     };
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(Some(m)),
         // Never echo the file: it holds credentials.
-        Ok(_) => Err(AdapterError::invalid(format!("storage config entry '{key}' is not a JSON object"))),
+        Ok(_) => Err(AdapterError::invalid(format!(
+            "storage config entry '{key}' is not a JSON object"
+        ))),
         Err(e) => Err(AdapterError::invalid(format!(
             "storage config entry '{key}' is not valid JSON (line {}, column {})",
             e.line(),
@@ -58,18 +73,26 @@ fn read_entry(dir: &Path, key: &str) -> Result<Option<Map<String, Value>>, Adapt
 
 /// Sets `path` (dot-separated) in `map` to `value`, creating objects on the way. Overwriting a
 /// non-object with an object path is an error.
-pub fn set_dot_path(map: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), AdapterError> {
+pub fn set_dot_path(
+    map: &mut Map<String, Value>,
+    path: &str,
+    value: Value,
+) -> Result<(), AdapterError> {
     let mut parts = path.split('.').peekable();
     let mut cur = map;
     while let Some(part) = parts.next() {
         if part.is_empty() {
-            return Err(AdapterError::invalid(format!("storage parameter name '{path}' has an empty segment")));
+            return Err(AdapterError::invalid(format!(
+                "storage parameter name '{path}' has an empty segment"
+            )));
         }
         if parts.peek().is_none() {
             cur.insert(part.to_string(), value);
             return Ok(());
         }
-        let next = cur.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let next = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
         cur = match next {
             Value::Object(m) => m,
             _ => {
@@ -89,7 +112,11 @@ pub fn resolve(dir: &Path, key: &ModelKey) -> Result<StorageConfig, AdapterError
     let params = match key.0.get("storage_params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(_) => return Err(AdapterError::invalid("modelKey.storage_params must be a JSON object")),
+        Some(_) => {
+            return Err(AdapterError::invalid(
+                "modelKey.storage_params must be a JSON object",
+            ));
+        }
     };
     let mut fields = match key.str("storage_key").filter(|s| !s.is_empty()) {
         Some(k) => read_entry(dir, k)?.ok_or_else(|| {
@@ -143,19 +170,35 @@ mod tests {
     #[test]
     fn named_key_default_and_overrides() {
         let d = dir_with(&[
-            ("mys3", r#"{"type":"s3","bucket":"b1","endpoint_url":"http://x"}"#),
+            (
+                "mys3",
+                r#"{"type":"s3","bucket":"b1","endpoint_url":"http://x"}"#,
+            ),
             ("default", r#"{"type":"pvc","name":"p"}"#),
         ]);
-        let k = ModelKey::parse(r#"{"storage_key":"mys3","storage_params":{"bucket":"b2","a.b":"c"}}"#).unwrap();
+        let k =
+            ModelKey::parse(r#"{"storage_key":"mys3","storage_params":{"bucket":"b2","a.b":"c"}}"#)
+                .unwrap();
         let c = resolve(d.path(), &k).unwrap();
         assert_eq!(c.kind, "s3");
         assert_eq!(c.str("bucket"), Some("b2"));
         assert_eq!(c.fields["a"]["b"], "c");
         let c = resolve(d.path(), &ModelKey::default()).unwrap();
         assert_eq!(c.kind, "pvc");
-        let e = resolve(d.path(), &ModelKey::parse(r#"{"storage_key":"nope"}"#).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("Did not find storage config for key 'nope'"));
-        let e = resolve(d.path(), &ModelKey::parse(r#"{"storage_key":"../etc"}"#).unwrap()).unwrap_err();
+        let e = resolve(
+            d.path(),
+            &ModelKey::parse(r#"{"storage_key":"nope"}"#).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Did not find storage config for key 'nope'")
+        );
+        let e = resolve(
+            d.path(),
+            &ModelKey::parse(r#"{"storage_key":"../etc"}"#).unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 
@@ -169,7 +212,11 @@ mod tests {
     #[test]
     fn bad_json_never_echoes_secrets() {
         let d = dir_with(&[("k", r#"{"type":"s3","secret_access_key":"SUPERSECRET""#)]);
-        let e = resolve(d.path(), &ModelKey::parse(r#"{"storage_key":"k"}"#).unwrap()).unwrap_err();
+        let e = resolve(
+            d.path(),
+            &ModelKey::parse(r#"{"storage_key":"k"}"#).unwrap(),
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("SUPERSECRET"));
     }
 

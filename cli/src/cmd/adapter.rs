@@ -102,16 +102,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         storage_config_dir: a.storage_config_dir,
         pvc_mounts_dir: a.pvc_mounts_dir,
     };
-    let adapter = modelmesh_adapters::build(cfg.clone()).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let adapter = modelmesh_adapters::build(cfg.clone())
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let addr = SocketAddr::new(a.address, a.adapter_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     eprintln!("modelmesh adapter: grpc listening on {bound}");
     tracing::info!(%bound, server = ?cfg.server_type, runtime = %format!("{}:{}", cfg.runtime_host, cfg.runtime_port),
         root = %cfg.root_model_dir.display(), puller = cfg.use_embedded_puller, "modelmesh adapter serving");
     tonic::transport::Server::builder()
         .add_service(ModelRuntimeServer::new(adapter))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), super::signal::shutdown())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            super::signal::shutdown(),
+        )
         .await
         .context("adapter gRPC server failed")?;
     Ok(())

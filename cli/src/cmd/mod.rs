@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod adapter;
+pub mod bench;
 pub mod runtime;
 pub mod signal;
+pub mod spi;

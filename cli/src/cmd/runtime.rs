@@ -46,7 +46,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         http_addr: a.http_port.map(|p| SocketAddr::new(a.address, p)),
         load_models: a.load_models,
     };
-    let bound = BoundRuntime::bind(cfg).await.context("starting modelmesh runtime")?;
+    let bound = BoundRuntime::bind(cfg)
+        .await
+        .context("starting modelmesh runtime")?;
     // Tests and scripts read the bound ports from this line when they ask for port 0.
     if let Some(addr) = bound.grpc_addr() {
         eprintln!("modelmesh runtime: grpc listening on {addr}");

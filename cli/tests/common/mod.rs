@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The checkout root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A path under the checkout root that must exist; the panic says how to create it.
@@ -28,7 +31,10 @@ pub fn peer(rel: &str) -> PathBuf {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// The `modelmesh` binary under test.
@@ -49,9 +55,17 @@ impl Proc {
         let log = logdir.join(format!("{name}.log"));
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
-        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).stdin(Stdio::null());
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_string(), child, log }
+        cmd.stdout(Stdio::from(f))
+            .stderr(Stdio::from(f2))
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     /// The log so far (for assertion messages).
@@ -62,7 +76,11 @@ impl Proc {
     /// Panics with the log if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early ({status}); log:\n{}", self.name, self.log_text());
+            panic!(
+                "{} exited early ({status}); log:\n{}",
+                self.name,
+                self.log_text()
+            );
         }
     }
 
@@ -112,7 +130,11 @@ where
             return;
         }
         if Instant::now() > deadline {
-            panic!("{what} not ready after {timeout:?}; {} log:\n{}", proc_.name, proc_.log_text());
+            panic!(
+                "{what} not ready after {timeout:?}; {} log:\n{}",
+                proc_.name,
+                proc_.log_text()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -128,11 +150,18 @@ pub fn channel(port: u16) -> tonic::transport::Channel {
 
 /// Waits until a KServe v2 gRPC server on `port` answers ServerReady = true.
 pub async fn wait_grpc_ready(proc_: &mut Proc, port: u16, timeout: Duration) {
-    use modelmesh_proto::inference::{ServerReadyRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+    use modelmesh_proto::inference::{
+        ServerReadyRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+    };
     let ch = channel(port);
     wait_until("gRPC ServerReady", proc_, timeout, || {
         let mut c = GrpcInferenceServiceClient::new(ch.clone());
-        async move { c.server_ready(ServerReadyRequest {}).await.map(|r| r.into_inner().ready).unwrap_or(false) }
+        async move {
+            c.server_ready(ServerReadyRequest {})
+                .await
+                .map(|r| r.into_inner().ready)
+                .unwrap_or(false)
+        }
     })
     .await;
 }
@@ -157,7 +186,12 @@ pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
     let mut cmd = modelmesh();
     cmd.args(["runtime", "--address", "127.0.0.1", "--model-repository"])
         .arg(repo)
-        .args(["--grpc-port", &grpc.to_string(), "--http-port", &http.to_string()]);
+        .args([
+            "--grpc-port",
+            &grpc.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ]);
     let mut p = Proc::spawn("modelmesh-runtime", cmd, logdir);
     wait_grpc_ready(&mut p, grpc, Duration::from_secs(30)).await;
     (p, grpc, http)
@@ -165,7 +199,8 @@ pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
 
 /// Expected example outputs (examples/models/expected.json).
 pub fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(root().join("examples/models/expected.json")).expect("expected.json");
+    let text = std::fs::read_to_string(root().join("examples/models/expected.json"))
+        .expect("expected.json");
     serde_json::from_str(&text).expect("expected.json parses")
 }
 
@@ -177,35 +212,70 @@ pub async fn start_triton(repo: &Path, logdir: &Path) -> (Proc, u16) {
     let (grpc, http, metrics) = (free_port(), free_port(), free_port());
     let mut cmd = Command::new(sp.join("pytriton/tritonserver/bin/tritonserver"));
     let venv_bin = root().join(".venv/bin");
-    let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     cmd.env("LD_LIBRARY_PATH", sp.join("nvidia_pytriton.libs"))
         .env("PATH", path)
         .arg(format!("--model-repository={}", repo.display()))
         .arg("--model-control-mode=explicit")
         .arg(format!("--backend-directory={}", backends.display()))
-        .arg(format!("--cache-directory={}", sp.join("pytriton/tritonserver/caches").display()))
+        .arg(format!(
+            "--cache-directory={}",
+            sp.join("pytriton/tritonserver/caches").display()
+        ))
         .args(["--grpc-address=127.0.0.1", &format!("--grpc-port={grpc}")])
         .args(["--http-address=127.0.0.1", &format!("--http-port={http}")])
-        .args(["--metrics-address=127.0.0.1", &format!("--metrics-port={metrics}")])
+        .args([
+            "--metrics-address=127.0.0.1",
+            &format!("--metrics-port={metrics}"),
+        ])
         .args(["--allow-metrics=false", "--allow-gpu-metrics=false"])
-        .args(["--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0", "--log-verbose=0"])
-        .arg(format!("--backend-config=python,shm-region-prefix-name=mmtest{grpc}-"));
+        .args([
+            "--pinned-memory-pool-byte-size=0",
+            "--cuda-memory-pool-byte-size=0:0",
+            "--log-verbose=0",
+        ])
+        .arg(format!(
+            "--backend-config=python,shm-region-prefix-name=mmtest{grpc}-"
+        ));
     let mut p = Proc::spawn("tritonserver", cmd, logdir);
     wait_grpc_ready(&mut p, grpc, Duration::from_secs(60)).await;
     (p, grpc)
 }
 
 /// Starts `modelmesh adapter` in front of a model server; returns it and its port.
-pub fn start_adapter(server_type: &str, runtime_port: u16, root_model_dir: &Path, extra: &[&str], logdir: &Path) -> (Proc, u16) {
+pub fn start_adapter(
+    server_type: &str,
+    runtime_port: u16,
+    root_model_dir: &Path,
+    extra: &[&str],
+    logdir: &Path,
+) -> (Proc, u16) {
     let port = free_port();
     let mut cmd = modelmesh();
     cmd.args(["adapter", "--server-type", server_type])
-        .args(["--adapter-port", &port.to_string(), "--runtime-port", &runtime_port.to_string()])
-        .args(["--runtime-host", "127.0.0.1", "--container-mem-req-bytes", "1073741824"])
+        .args([
+            "--adapter-port",
+            &port.to_string(),
+            "--runtime-port",
+            &runtime_port.to_string(),
+        ])
+        .args([
+            "--runtime-host",
+            "127.0.0.1",
+            "--container-mem-req-bytes",
+            "1073741824",
+        ])
         .arg("--root-model-dir")
         .arg(root_model_dir)
         .args(extra);
-    (Proc::spawn(&format!("adapter-{server_type}"), cmd, logdir), port)
+    (
+        Proc::spawn(&format!("adapter-{server_type}"), cmd, logdir),
+        port,
+    )
 }
 
 /// Polls runtimeStatus until READY and returns it.
@@ -214,7 +284,10 @@ pub async fn wait_runtime_status_ready(
     port: u16,
     timeout: Duration,
 ) -> modelmesh_proto::mmesh::RuntimeStatusResponse {
-    use modelmesh_proto::mmesh::{RuntimeStatusRequest, model_runtime_client::ModelRuntimeClient, runtime_status_response::Status};
+    use modelmesh_proto::mmesh::{
+        RuntimeStatusRequest, model_runtime_client::ModelRuntimeClient,
+        runtime_status_response::Status,
+    };
     let ch = channel(port);
     let deadline = Instant::now() + timeout;
     loop {
@@ -225,10 +298,18 @@ pub async fn wait_runtime_status_ready(
             if r.status == Status::Ready as i32 {
                 return r;
             }
-            assert_ne!(r.status, Status::Failing as i32, "runtime FAILING; log:\n{}", proc_.log_text());
+            assert_ne!(
+                r.status,
+                Status::Failing as i32,
+                "runtime FAILING; log:\n{}",
+                proc_.log_text()
+            );
         }
         if Instant::now() > deadline {
-            panic!("runtimeStatus not READY after {timeout:?}; log:\n{}", proc_.log_text());
+            panic!(
+                "runtimeStatus not READY after {timeout:?}; log:\n{}",
+                proc_.log_text()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -265,7 +346,10 @@ pub async fn start_mlserver(repo: &Path, workdir: &Path) -> (Proc, u16) {
 /// Waits until an HTTP server on `port` answers anything at `path`.
 pub async fn wait_http(proc_: &mut Proc, port: u16, path: &str, timeout: Duration) {
     let url = format!("http://127.0.0.1:{port}{path}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
     wait_until(&format!("HTTP {url}"), proc_, timeout, || {
         let req = client.get(&url);
         async move { req.send().await.is_ok() }

@@ -1,0 +1,53 @@
+//! Closed-loop load against a KServe v2 ModelInfer endpoint: one request at a time for latency,
+//! and N concurrent loops for throughput.
+
+use super::stats::Summary;
+use modelmesh_proto::inference::{ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Sends `n` requests one after another and records each latency.
+pub async fn sequential(ch: &Channel, req: &ModelInferRequest, n: usize) -> Summary {
+    let mut c = GrpcInferenceServiceClient::new(ch.clone());
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        match c.model_infer(req.clone()).await {
+            Ok(_) => lat.push(t.elapsed()),
+            Err(_) => errors += 1,
+        }
+    }
+    Summary::new(lat, errors, start.elapsed())
+}
+
+/// Runs `concurrency` loops for `duration`, each sending its next request when the last answers.
+pub async fn concurrent(ch: &Channel, req: &ModelInferRequest, concurrency: usize, duration: Duration) -> Summary {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let mut c = GrpcInferenceServiceClient::new(ch.clone());
+        let req = req.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match c.model_infer(req.clone()).await {
+                    Ok(_) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    Summary::new(all, errors, start.elapsed())
+}

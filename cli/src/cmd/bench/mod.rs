@@ -1,0 +1,29 @@
+//! `modelmesh bench`: benchmarks that start everything they measure, compare against a baseline
+//! measured in the same run, and print ratios.
+
+mod load;
+mod procstat;
+mod runtime_vs_triton;
+mod stats;
+
+/// Flags of `modelmesh bench`.
+#[derive(Debug, clap::Args)]
+#[command(about = "Benchmarks (each starts and stops what it measures and prints ratios to a baseline)")]
+pub struct Args {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Scenario {
+    /// ModelInfer latency and throughput of `modelmesh runtime` vs the real Triton serving the
+    /// same ONNX model (python backend + onnxruntime), with the same Rust gRPC client.
+    RuntimeVsTriton(runtime_vs_triton::Args),
+}
+
+/// Runs the chosen scenario.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    match a.scenario {
+        Scenario::RuntimeVsTriton(a) => runtime_vs_triton::run(a).await,
+    }
+}
