@@ -8,7 +8,9 @@ use crate::repository::{Repository, validate_name};
 use crate::signature::{self, Signature};
 use modelmesh_proto::inference::{ModelConfig, repository_index_response::ModelIndex};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// A model that is loaded and ready to serve.
 #[derive(Debug)]
@@ -25,6 +27,23 @@ pub struct LoadedModel {
     pub file_size: u64,
     /// The compiled model.
     pub model: OnnxModel,
+    /// Exponential moving average of run time, in nanoseconds.
+    avg_run_ns: AtomicU64,
+}
+
+impl LoadedModel {
+    /// Records one run's duration in the moving average (weight 1/8).
+    pub fn record_run(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.avg_run_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+        self.avg_run_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// The moving average of run time (zero before the first run).
+    pub fn average_run(&self) -> Duration {
+        Duration::from_nanos(self.avg_run_ns.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,5 +271,6 @@ fn load_blocking(repo: &Repository, name: &str) -> Result<LoadedModel, RuntimeEr
         config,
         file_size: bytes.len() as u64,
         model,
+        avg_run_ns: AtomicU64::new(0),
     })
 }

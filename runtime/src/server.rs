@@ -3,15 +3,20 @@
 use crate::grpc::InferenceService;
 use crate::manager::ModelManager;
 use crate::repository::Repository;
+use axum::serve::ListenerExt;
 use modelmesh_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 
 /// Largest gRPC message accepted or sent (requests carry whole tensors).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows: large enough that tensors do not stall on window updates.
+const WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// How long in-flight requests may run after a shutdown signal.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -121,10 +126,13 @@ impl BoundRuntime {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut grpc_rx = rx.clone();
         let grpc = tonic::transport::Server::builder()
+            .initial_connection_window_size(WINDOW_BYTES)
+            .initial_stream_window_size(WINDOW_BYTES)
             .add_service(health_service)
             .add_service(svc)
+            // TCP_NODELAY: without it small responses can wait for delayed ACKs.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 async move {
                     let _ = grpc_rx.wait_for(|v| *v).await;
                 },
@@ -133,6 +141,9 @@ impl BoundRuntime {
             let mut http_rx = rx.clone();
             let app = crate::http::router(self.mgr.clone());
             async move {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = http_rx.wait_for(|v| *v).await;

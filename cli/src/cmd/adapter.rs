@@ -115,7 +115,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(ModelRuntimeServer::new(adapter))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             super::signal::shutdown(),
         )
         .await

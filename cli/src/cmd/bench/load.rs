@@ -2,7 +2,9 @@
 //! and N concurrent loops for throughput.
 
 use super::stats::Summary;
-use modelmesh_proto::inference::{ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient};
+use modelmesh_proto::inference::{
+    ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -23,7 +25,12 @@ pub async fn sequential(ch: &Channel, req: &ModelInferRequest, n: usize) -> Summ
 }
 
 /// Runs `concurrency` loops for `duration`, each sending its next request when the last answers.
-pub async fn concurrent(ch: &Channel, req: &ModelInferRequest, concurrency: usize, duration: Duration) -> Summary {
+pub async fn concurrent(
+    ch: &Channel,
+    req: &ModelInferRequest,
+    concurrency: usize,
+    duration: Duration,
+) -> Summary {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);

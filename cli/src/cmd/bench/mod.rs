@@ -8,7 +8,9 @@ mod stats;
 
 /// Flags of `modelmesh bench`.
 #[derive(Debug, clap::Args)]
-#[command(about = "Benchmarks (each starts and stops what it measures and prints ratios to a baseline)")]
+#[command(
+    about = "Benchmarks (each starts and stops what it measures and prints ratios to a baseline)"
+)]
 pub struct Args {
     #[command(subcommand)]
     scenario: Scenario,

@@ -7,7 +7,8 @@ use super::procstat::{Usage, tree_usage};
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
 use modelmesh_proto::inference::{
-    self as pb, InferTensorContents, grpc_inference_service_client::GrpcInferenceServiceClient as Client,
+    self as pb, InferTensorContents,
+    grpc_inference_service_client::GrpcInferenceServiceClient as Client,
     model_infer_request::InferInputTensor,
 };
 use std::path::{Path, PathBuf};
@@ -70,7 +71,9 @@ impl Drop for Server {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn channel(port: u16) -> anyhow::Result<Channel> {
@@ -84,7 +87,11 @@ async fn wait_ready(s: &mut Server, timeout: Duration) -> anyhow::Result<()> {
         if let Some(status) = s.child.try_wait()? {
             bail!("{} exited during start-up ({status})", s.name);
         }
-        if c.server_ready(pb::ServerReadyRequest {}).await.map(|r| r.into_inner().ready).unwrap_or(false) {
+        if c.server_ready(pb::ServerReadyRequest {})
+            .await
+            .map(|r| r.into_inner().ready)
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -97,14 +104,25 @@ async fn wait_ready(s: &mut Server, timeout: Duration) -> anyhow::Result<()> {
 fn spawn_ours(repo: &Path, log: &Path) -> anyhow::Result<Server> {
     let port = free_port()?;
     let child = Command::new(std::env::current_exe()?)
-        .args(["runtime", "--address", "127.0.0.1", "--log", "warn", "--model-repository"])
+        .args([
+            "runtime",
+            "--address",
+            "127.0.0.1",
+            "--log",
+            "warn",
+            "--model-repository",
+        ])
         .arg(repo)
         .args(["--grpc-port", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
         .spawn()
         .context("starting modelmesh runtime")?;
-    Ok(Server { name: "modelmesh runtime", child, port })
+    Ok(Server {
+        name: "modelmesh runtime",
+        child,
+        port,
+    })
 }
 
 fn spawn_triton(root: &Path, repo: &Path, log: &Path) -> anyhow::Result<Server> {
@@ -112,47 +130,88 @@ fn spawn_triton(root: &Path, repo: &Path, log: &Path) -> anyhow::Result<Server> 
     let bin = sp.join("pytriton/tritonserver/bin/tritonserver");
     let backends = root.join("target/peers/triton/backends");
     if !bin.exists() || !backends.exists() {
-        bail!("Triton is not installed under {}: run scripts/setup-peers.sh", root.display());
+        bail!(
+            "Triton is not installed under {}: run scripts/setup-peers.sh",
+            root.display()
+        );
     }
     let (port, http, metrics) = (free_port()?, free_port()?, free_port()?);
-    let path = format!("{}:{}", root.join(".venv/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        root.join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let child = Command::new(bin)
         .env("LD_LIBRARY_PATH", sp.join("nvidia_pytriton.libs"))
         .env("PATH", path)
         .arg(format!("--model-repository={}", repo.display()))
         .arg("--model-control-mode=explicit")
         .arg(format!("--backend-directory={}", backends.display()))
-        .arg(format!("--cache-directory={}", sp.join("pytriton/tritonserver/caches").display()))
+        .arg(format!(
+            "--cache-directory={}",
+            sp.join("pytriton/tritonserver/caches").display()
+        ))
         .args(["--grpc-address=127.0.0.1", &format!("--grpc-port={port}")])
         .args(["--http-address=127.0.0.1", &format!("--http-port={http}")])
-        .args(["--metrics-address=127.0.0.1", &format!("--metrics-port={metrics}")])
-        .args(["--allow-metrics=false", "--allow-gpu-metrics=false", "--log-verbose=0"])
-        .args(["--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"])
-        .arg(format!("--backend-config=python,shm-region-prefix-name=mmbench{port}-"))
+        .args([
+            "--metrics-address=127.0.0.1",
+            &format!("--metrics-port={metrics}"),
+        ])
+        .args([
+            "--allow-metrics=false",
+            "--allow-gpu-metrics=false",
+            "--log-verbose=0",
+        ])
+        .args([
+            "--pinned-memory-pool-byte-size=0",
+            "--cuda-memory-pool-byte-size=0:0",
+        ])
+        .arg(format!(
+            "--backend-config=python,shm-region-prefix-name=mmbench{port}-"
+        ))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
         .spawn()
         .context("starting tritonserver")?;
-    Ok(Server { name: "triton", child, port })
+    Ok(Server {
+        name: "triton",
+        child,
+        port,
+    })
 }
 
 /// A request with the example's input.
 fn request(root: &Path, model: &str) -> anyhow::Result<pb::ModelInferRequest> {
-    let text = std::fs::read_to_string(root.join("examples/models/expected.json")).context("reading expected.json")?;
+    let text = std::fs::read_to_string(root.join("examples/models/expected.json"))
+        .context("reading expected.json")?;
     let ex: serde_json::Value = serde_json::from_str(&text)?;
     let input = &ex[model]["inputs"][0];
     if input["datatype"] != "FP32" {
         bail!("model {model}: the benchmark sends FP32 inputs only");
     }
-    let data: Vec<f32> = input["data"].as_array().context("data")?.iter().filter_map(|v| v.as_f64()).map(|v| v as f32).collect();
-    let shape: Vec<i64> = input["shape"].as_array().context("shape")?.iter().filter_map(|v| v.as_i64()).collect();
+    let data: Vec<f32> = input["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .map(|v| v as f32)
+        .collect();
+    let shape: Vec<i64> = input["shape"]
+        .as_array()
+        .context("shape")?
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
     Ok(pb::ModelInferRequest {
         model_name: model.into(),
         inputs: vec![InferInputTensor {
             name: input["name"].as_str().unwrap_or("input").into(),
             datatype: "FP32".into(),
             shape,
-            contents: Some(InferTensorContents { fp32_contents: data, ..Default::default() }),
+            contents: Some(InferTensorContents {
+                fp32_contents: data,
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         ..Default::default()
@@ -166,19 +225,43 @@ struct Measured {
     usage: Usage,
 }
 
-async fn measure(s: &Server, req: &pb::ModelInferRequest, a: &Args) -> anyhow::Result<(Measured, Vec<u8>)> {
+async fn measure(
+    s: &Server,
+    req: &pb::ModelInferRequest,
+    a: &Args,
+) -> anyhow::Result<(Measured, Vec<u8>)> {
     let ch = channel(s.port)?;
     let mut c = Client::new(ch.clone());
-    let first = c.model_infer(req.clone()).await.with_context(|| format!("{}: first inference", s.name))?.into_inner();
-    let out = first.raw_output_contents.first().cloned().unwrap_or_default();
+    let first = c
+        .model_infer(req.clone())
+        .await
+        .with_context(|| format!("{}: first inference", s.name))?
+        .into_inner();
+    let out = first
+        .raw_output_contents
+        .first()
+        .cloned()
+        .unwrap_or_default();
     sequential(&ch, req, 200).await; // warm-up
     let seq = sequential(&ch, req, a.requests).await;
     let before = tree_usage(s.child.id());
     let conc = concurrent(&ch, req, a.concurrency, Duration::from_secs(a.seconds)).await;
     let usage = tree_usage(s.child.id());
     let cpu = usage.cpu_secs - before.cpu_secs;
-    let cpu_per_req_us = if conc.ok > 0 { cpu / conc.ok as f64 * 1e6 } else { 0.0 };
-    Ok((Measured { seq, conc, cpu_per_req_us, usage }, out))
+    let cpu_per_req_us = if conc.ok > 0 {
+        cpu / conc.ok as f64 * 1e6
+    } else {
+        0.0
+    };
+    Ok((
+        Measured {
+            seq,
+            conc,
+            cpu_per_req_us,
+            usage,
+        },
+        out,
+    ))
 }
 
 fn row(name: &str, m: &Measured) {
@@ -197,15 +280,26 @@ fn row(name: &str, m: &Measured) {
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Runs the scenario and prints the table and ratios.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let root = a.root.canonicalize().with_context(|| format!("--root {}", a.root.display()))?;
-    let src = root.join("examples/models/repository").join(&a.model).join("1/model.onnx");
+    let root = a
+        .root
+        .canonicalize()
+        .with_context(|| format!("--root {}", a.root.display()))?;
+    let src = root
+        .join("examples/models/repository")
+        .join(&a.model)
+        .join("1/model.onnx");
     if !src.is_file() {
-        bail!("{} not found (run from the checkout root or pass --root)", src.display());
+        bail!(
+            "{} not found (run from the checkout root or pass --root)",
+            src.display()
+        );
     }
     let work = tempdir()?;
     let ours_repo = work.join("ours");
@@ -216,7 +310,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(tm.join("1"))?;
     std::fs::copy(&src, tm.join("1/model.onnx"))?;
     std::fs::write(tm.join("1/model.py"), TRITON_MODEL_PY)?;
-    let n_in = request(&root, &a.model)?.inputs[0].shape.last().copied().unwrap_or(0);
+    let n_in = request(&root, &a.model)?.inputs[0]
+        .shape
+        .last()
+        .copied()
+        .unwrap_or(0);
     std::fs::write(
         tm.join("config.pbtxt"),
         format!(
@@ -234,7 +332,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     for s in [&ours, &triton] {
         let t = Instant::now();
         Client::new(channel(s.port)?)
-            .repository_model_load(pb::RepositoryModelLoadRequest { model_name: a.model.clone(), ..Default::default() })
+            .repository_model_load(pb::RepositoryModelLoadRequest {
+                model_name: a.model.clone(),
+                ..Default::default()
+            })
             .await
             .with_context(|| format!("{}: loading {}", s.name, a.model))?;
         eprintln!("{}: loaded {} in {:?}", s.name, a.model, t.elapsed());
@@ -247,22 +348,47 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let (m_ours, out_ours) = measure(&ours, &req, &a).await?;
     let (m_triton, out_triton) = measure(&triton, &req, &a).await?;
     let (x, y) = (f32s(&out_ours), f32s(&out_triton));
-    let max_diff = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let max_diff = x
+        .iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
     if x.len() != y.len() || max_diff > 1e-4 {
         bail!("outputs differ between the servers (max abs diff {max_diff})");
     }
 
-    println!("\nModelInfer, model {} ({} inputs), Rust tonic client, 2-core machine shared by client and server", a.model, n_in);
-    println!("{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} | throughput at concurrency {}", "server", "p50", "p90", "p99", "p99.9", "max", a.concurrency);
+    println!(
+        "\nModelInfer, model {} ({} inputs), Rust tonic client, 2-core machine shared by client and server",
+        a.model, n_in
+    );
+    println!(
+        "{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} | throughput at concurrency {}",
+        "server", "p50", "p90", "p99", "p99.9", "max", a.concurrency
+    );
     row("modelmesh runtime", &m_ours);
     row("triton (python+ort)", &m_triton);
     let ratio = |o: Duration, t: Duration| o.as_secs_f64() / t.as_secs_f64().max(1e-12);
     println!("\nratios (modelmesh runtime / triton):");
-    println!("  p50 latency   {:.3}", ratio(m_ours.seq.quantile(0.5), m_triton.seq.quantile(0.5)));
-    println!("  p99 latency   {:.3}", ratio(m_ours.seq.quantile(0.99), m_triton.seq.quantile(0.99)));
-    println!("  throughput    {:.2}", m_ours.conc.throughput() / m_triton.conc.throughput().max(1e-9));
-    println!("  CPU/request   {:.3}", m_ours.cpu_per_req_us / m_triton.cpu_per_req_us.max(1e-9));
-    println!("  peak RSS      {:.3}", m_ours.usage.peak_rss as f64 / m_triton.usage.peak_rss.max(1) as f64);
+    println!(
+        "  p50 latency   {:.3}",
+        ratio(m_ours.seq.quantile(0.5), m_triton.seq.quantile(0.5))
+    );
+    println!(
+        "  p99 latency   {:.3}",
+        ratio(m_ours.seq.quantile(0.99), m_triton.seq.quantile(0.99))
+    );
+    println!(
+        "  throughput    {:.2}",
+        m_ours.conc.throughput() / m_triton.conc.throughput().max(1e-9)
+    );
+    println!(
+        "  CPU/request   {:.3}",
+        m_ours.cpu_per_req_us / m_triton.cpu_per_req_us.max(1e-9)
+    );
+    println!(
+        "  peak RSS      {:.3}",
+        m_ours.usage.peak_rss as f64 / m_triton.usage.peak_rss.max(1) as f64
+    );
     println!("outputs agree (max abs diff {max_diff:.2e})");
     let _ = std::fs::remove_dir_all(&work);
     Ok(())

@@ -19,7 +19,12 @@ impl Summary {
     /// Builds a summary; sorts the latencies.
     pub fn new(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
         latencies.sort_unstable();
-        Summary { ok: latencies.len(), errors, elapsed, latencies }
+        Summary {
+            ok: latencies.len(),
+            errors,
+            elapsed,
+            latencies,
+        }
     }
 
     /// The q-quantile (0..=1) latency, nearest-rank.
@@ -27,7 +32,8 @@ impl Summary {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
+        let rank =
+            ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
         self.latencies[rank - 1]
     }
 
@@ -49,7 +55,11 @@ mod tests {
 
     #[test]
     fn nearest_rank_quantiles() {
-        let s = Summary::new((1..=100).map(Duration::from_micros).collect(), 0, Duration::from_secs(1));
+        let s = Summary::new(
+            (1..=100).map(Duration::from_micros).collect(),
+            0,
+            Duration::from_secs(1),
+        );
         assert_eq!(s.quantile(0.5), Duration::from_micros(50));
         assert_eq!(s.quantile(0.99), Duration::from_micros(99));
         assert_eq!(s.quantile(1.0), Duration::from_micros(100));
