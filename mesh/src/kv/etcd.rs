@@ -1,0 +1,316 @@
+//! The etcd backend (etcd-client). Watches run in a task that reconnects after any failure and
+//! resumes from the revision after the last event it delivered, so a dropped connection or an
+//! etcd restart loses no events.
+
+use super::{
+    Compare, Event, KeyValue, KvError, KvStore, LeaseId, Op, Revision, TxnOutcome, WatchStream,
+};
+use etcd_client as ec;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A connection to an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: ec::Client,
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdConfig {
+    /// `http://host:port` endpoints.
+    pub endpoints: Vec<String>,
+    /// Optional user name and password.
+    pub user: Option<(String, String)>,
+}
+
+fn unavailable(e: ec::Error) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+fn convert(kv: &ec::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    }
+}
+
+impl EtcdStore {
+    /// Connects (failing after `timeout` if no endpoint answers).
+    pub async fn connect(cfg: &EtcdConfig, timeout: Duration) -> Result<EtcdStore, KvError> {
+        if cfg.endpoints.is_empty() {
+            return Err(KvError::Other("no etcd endpoints configured".into()));
+        }
+        let mut opts = ec::ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(Duration::from_secs(30));
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let connect = ec::Client::connect(cfg.endpoints.clone(), Some(opts));
+        let mut client = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| {
+                KvError::Unavailable(format!(
+                    "no answer from etcd at {} within {timeout:?}",
+                    cfg.endpoints.join(",")
+                ))
+            })?
+            .map_err(|e| {
+                KvError::Unavailable(format!(
+                    "cannot connect to etcd at {}: {e}",
+                    cfg.endpoints.join(",")
+                ))
+            })?;
+        // A count-only read proves the cluster answers (connect() alone is lazy).
+        tokio::time::timeout(
+            timeout,
+            client.get("/", Some(ec::GetOptions::new().with_count_only())),
+        )
+        .await
+        .map_err(|_| {
+            KvError::Unavailable(format!(
+                "etcd at {} did not answer within {timeout:?}",
+                cfg.endpoints.join(",")
+            ))
+        })?
+        .map_err(|e| {
+            KvError::Unavailable(format!(
+                "etcd at {} refused a read: {e}",
+                cfg.endpoints.join(",")
+            ))
+        })?;
+        Ok(EtcdStore { client })
+    }
+
+    async fn current_revision(&self) -> Result<Revision, KvError> {
+        let r = self
+            .client
+            .clone()
+            .get("/", Some(ec::GetOptions::new().with_count_only()))
+            .await
+            .map_err(unavailable)?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+    }
+}
+
+/// Forwards one watch connection's events until it fails; returns the next revision to resume
+/// from, or the terminal error.
+async fn pump(
+    client: &mut ec::Client,
+    prefix: &str,
+    from: Revision,
+    tx: &mpsc::UnboundedSender<Result<Vec<Event>, KvError>>,
+) -> Result<Revision, (Revision, Option<KvError>)> {
+    let opts = ec::WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from);
+    let mut stream = client
+        .watch(prefix, Some(opts))
+        .await
+        .map_err(|e| (from, Some(unavailable(e))))?;
+    let mut next = from;
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err((next, None)),
+            Err(e) => return Err((next, Some(unavailable(e)))),
+        };
+        if msg.compact_revision() > 0 {
+            let _ = tx.send(Err(KvError::Compacted(next)));
+            return Ok(-1);
+        }
+        if msg.canceled() {
+            return Err((
+                next,
+                Some(KvError::Other(format!(
+                    "watch cancelled: {}",
+                    msg.cancel_reason()
+                ))),
+            ));
+        }
+        let events: Vec<Event> = msg
+            .events()
+            .iter()
+            .filter_map(|e| {
+                let kv = e.kv()?;
+                Some(match e.event_type() {
+                    ec::EventType::Put => Event::Put(convert(kv)),
+                    ec::EventType::Delete => Event::Delete {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                })
+            })
+            .collect();
+        if let Some(last) = events.last() {
+            next = last.revision() + 1;
+            if tx.send(Ok(events)).is_err() {
+                return Ok(-1); // the receiver is gone
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl KvStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, KvError> {
+        let r = self
+            .client
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.kvs().first().map(convert))
+    }
+
+    async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError> {
+        let r = self
+            .client
+            .clone()
+            .get(prefix, Some(ec::GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((r.kvs().iter().map(convert).collect(), rev))
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome, KvError> {
+        let keys: Vec<String> = compares
+            .iter()
+            .map(|c| match c {
+                Compare::ModRevision(k, _) => k.clone(),
+            })
+            .collect();
+        let cmps: Vec<ec::Compare> = compares
+            .into_iter()
+            .map(|c| match c {
+                Compare::ModRevision(k, rev) => {
+                    ec::Compare::mod_revision(k, ec::CompareOp::Equal, rev)
+                }
+            })
+            .collect();
+        let then: Vec<ec::TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let opts = (lease != 0).then(|| ec::PutOptions::new().with_lease(lease));
+                    ec::TxnOp::put(key, value, opts)
+                }
+                Op::Delete(key) => ec::TxnOp::delete(key, None),
+            })
+            .collect();
+        let otherwise: Vec<ec::TxnOp> = keys
+            .iter()
+            .map(|k| ec::TxnOp::get(k.clone(), None))
+            .collect();
+        let txn = ec::Txn::new().when(cmps).and_then(then).or_else(otherwise);
+        let r = self.client.clone().txn(txn).await.map_err(|e| {
+            if e.to_string().contains("requested lease not found") {
+                KvError::LeaseNotFound(0)
+            } else {
+                unavailable(e)
+            }
+        })?;
+        let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+        if r.succeeded() {
+            return Ok(TxnOutcome {
+                succeeded: true,
+                revision,
+                current: Vec::new(),
+            });
+        }
+        let current = r
+            .op_responses()
+            .into_iter()
+            .map(|resp| match resp {
+                ec::TxnOpResponse::Get(g) => g.kvs().first().map(convert),
+                _ => None,
+            })
+            .collect();
+        Ok(TxnOutcome {
+            succeeded: false,
+            revision,
+            current,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, KvError> {
+        let start = if from > 0 {
+            from
+        } else {
+            self.current_revision().await? + 1
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut client = self.client.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut next = start;
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match pump(&mut client, &prefix, next, &tx).await {
+                    Ok(_) => return,
+                    Err((resume, err)) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        if resume > next {
+                            backoff = Duration::from_millis(50);
+                        }
+                        next = resume;
+                        tracing::warn!(prefix, resume_from = next, error = ?err, "etcd watch interrupted; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
+    }
+
+    async fn grant_lease(&self, ttl_secs: i64) -> Result<LeaseId, KvError> {
+        Ok(self
+            .client
+            .clone()
+            .lease_grant(ttl_secs, None)
+            .await
+            .map_err(unavailable)?
+            .id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), KvError> {
+        let not_found = |e: ec::Error| {
+            if e.to_string().contains("not found") {
+                KvError::LeaseNotFound(lease)
+            } else {
+                unavailable(e)
+            }
+        };
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(not_found)?;
+        keeper.keep_alive().await.map_err(not_found)?;
+        match stream.message().await.map_err(not_found)? {
+            Some(r) if r.ttl() > 0 => Ok(()),
+            _ => Err(KvError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), KvError> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("lease not found") => {
+                Err(KvError::LeaseNotFound(lease))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
