@@ -23,6 +23,8 @@ enum Command {
     Runtime(cmd::runtime::Args),
     /// mmesh.ModelRuntime adapter in front of a Triton or MLServer model server.
     Adapter(cmd::adapter::Args),
+    /// The mesh sidecar: registry, model cache, vmodels, inference routing.
+    Sidecar(cmd::sidecar::Args),
     /// Call a mmesh.ModelRuntime (adapter) directly, as the mesh would.
     Spi(cmd::spi::Args),
     /// Benchmarks that start what they measure and compare against a baseline in the same run.
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
             Command::Runtime(a) => cmd::runtime::run(a).await,
             Command::Adapter(a) => cmd::adapter::run(a).await,
             Command::Spi(a) => cmd::spi::run(a).await,
+            Command::Sidecar(a) => cmd::sidecar::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
         }
     });

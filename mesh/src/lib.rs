@@ -1,6 +1,20 @@
 //! The modelmesh sidecar: shared state in a KV store, the model registry, the model cache and
 //! inference routing.
 
+pub mod api;
 pub mod cache;
+pub mod codec;
+pub mod dataplane;
+pub mod error;
+pub mod idpath;
 pub mod kv;
+pub mod load_queue;
+pub mod local;
+pub mod mesh;
+pub mod metrics;
+pub mod proxy;
 pub mod registry;
+pub mod runtime_client;
+pub mod server;
+pub mod sidecar;
+pub mod status;

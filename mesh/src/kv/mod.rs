@@ -7,6 +7,7 @@
 //! revision of its last write (`mod_revision`); conditional writes compare it (0 = absent);
 //! watches deliver every change after a given revision, in order, and resume after reconnects.
 
+pub mod config;
 pub mod etcd;
 pub mod memory;
 

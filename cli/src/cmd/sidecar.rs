@@ -1,0 +1,129 @@
+//! `modelmesh sidecar`: the mesh in a serving pod, configured with upstream's environment
+//! variable names (each also a flag).
+
+use anyhow::Context;
+use modelmesh_mesh::dataplane::DataplaneConfig;
+use modelmesh_mesh::kv::config::KvConfig;
+use modelmesh_mesh::sidecar::{Sidecar, SidecarConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Flags of `modelmesh sidecar`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "The mesh sidecar: model registry, LRU model cache, vmodels and inference routing",
+    long_about = "Runs next to a model runtime (adapter) in a serving pod. Serves the mmesh.ModelMesh API and \
+routes every other gRPC method to the runtime on MM_SVC_GRPC_PORT, loading models on demand and evicting the \
+least recently used ones when the runtime's capacity is full. Shared state lives in KV_STORE."
+)]
+pub struct Args {
+    /// Mesh service name; pods with the same name and store form one mesh.
+    #[arg(long, env = "MM_SERVICE_NAME", default_value = "modelmesh-serving")]
+    pub service_name: String,
+    /// KV store: memory, memory:<snapshot-file>, etcd:<connection-json-file> or etcd:http://host:port[,...].
+    #[arg(long, env = "KV_STORE", default_value = "memory")]
+    pub kv_store: String,
+    /// Key prefix inside the store.
+    #[arg(long, env = "MM_KVSTORE_PREFIX", default_value = "mm")]
+    pub kv_prefix: String,
+    /// This pod's instance id (default: the host name).
+    #[arg(long, env = "MM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// External gRPC port: the ModelMesh API and inference.
+    #[arg(long, env = "MM_SVC_GRPC_PORT", default_value_t = 8033)]
+    pub grpc_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "MM_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// Port of the runtime's ModelRuntime service (the adapter), on localhost.
+    #[arg(long, env = "INTERNAL_GRPC_PORT", default_value_t = 8085)]
+    pub internal_grpc_port: u16,
+    /// Port of the runtime's inference endpoint, if not the ModelRuntime port.
+    #[arg(long, env = "INTERNAL_SERVING_GRPC_PORT")]
+    pub internal_serving_grpc_port: Option<u16>,
+    /// Host of the runtime.
+    #[arg(long, env = "MM_RUNTIME_HOST", default_value = "localhost")]
+    pub runtime_host: String,
+    /// Owner given to vmodels created without one.
+    #[arg(long, env = "MM_DEFAULT_VMODEL_OWNER", default_value = "")]
+    pub default_vmodel_owner: String,
+    /// How long a failed load is remembered before it is retried, in ms.
+    #[arg(
+        long,
+        env = "MM_LOAD_FAILURE_EXPIRY_TIME_MS",
+        default_value_t = 600_000
+    )]
+    pub load_failure_expiry_ms: u64,
+    /// Dataplane config JSON ({"rpcConfigs": {...}, "allowOtherRpcs": true}).
+    #[arg(long, env = "MM_DATAPLANE_CONFIG")]
+    pub dataplane_config: Option<String>,
+    /// File holding the dataplane config JSON.
+    #[arg(long, env = "MM_DATAPLANE_CONFIG_PATH")]
+    pub dataplane_config_path: Option<std::path::PathBuf>,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_size: usize,
+    /// Probe port (/ready, /live); 0 disables.
+    #[arg(long, env = "MM_PROBE_PORT", default_value_t = 8089)]
+    pub probe_port: u16,
+    /// Prometheus port (/metrics); 0 disables.
+    #[arg(long, env = "MM_METRICS_PORT", default_value_t = 2112)]
+    pub metrics_port: u16,
+    /// Seconds to wait for the runtime to report READY.
+    #[arg(long, env = "MM_RUNTIME_STARTUP_TIMEOUT_SECS", default_value_t = 180)]
+    pub runtime_startup_timeout: u64,
+}
+
+impl Args {
+    /// The sidecar configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<SidecarConfig> {
+        let kv = KvConfig::parse(&self.kv_store).map_err(anyhow::Error::msg)?;
+        let dataplane = match (&self.dataplane_config, &self.dataplane_config_path) {
+            (Some(json), _) => DataplaneConfig::parse(json).map_err(anyhow::Error::msg)?,
+            (None, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                DataplaneConfig::parse(&text).map_err(anyhow::Error::msg)?
+            }
+            (None, None) => DataplaneConfig::default(),
+        };
+        let instance_id = self.instance_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "local".into())
+        });
+        let port = |p: u16| (p != 0).then(|| SocketAddr::new(self.address, p));
+        Ok(SidecarConfig {
+            service_name: self.service_name.clone(),
+            kv,
+            kv_prefix: self.kv_prefix.clone(),
+            instance_id,
+            grpc_addr: SocketAddr::new(self.address, self.grpc_port),
+            runtime_mgmt: format!("{}:{}", self.runtime_host, self.internal_grpc_port),
+            runtime_data: self
+                .internal_serving_grpc_port
+                .map(|p| format!("{}:{p}", self.runtime_host)),
+            default_vmodel_owner: self.default_vmodel_owner.clone(),
+            load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
+            dataplane,
+            max_message: self.max_message_size,
+            probe_addr: port(self.probe_port),
+            metrics_addr: port(self.metrics_port),
+            runtime_poll: (
+                Duration::from_millis(500),
+                Duration::from_secs(self.runtime_startup_timeout),
+            ),
+        })
+    }
+}
+
+/// Runs the sidecar until SIGTERM / Ctrl-C.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let cfg = a.config()?;
+    let sidecar = Sidecar::start(cfg, None).await?;
+    if let Some(addr) = sidecar.grpc_addr() {
+        eprintln!("modelmesh sidecar: grpc listening on {addr}");
+    }
+    sidecar.serve(super::signal::shutdown()).await?;
+    Ok(())
+}

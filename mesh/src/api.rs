@@ -1,0 +1,83 @@
+//! The `mmesh.ModelMesh` management API.
+
+use crate::mesh::Mesh;
+use modelmesh_proto::mmesh::{self as pb, model_mesh_server::ModelMesh};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The service over a mesh.
+pub struct MeshApi {
+    mesh: Arc<Mesh>,
+}
+
+impl MeshApi {
+    /// A service over `mesh`.
+    pub fn new(mesh: Arc<Mesh>) -> Self {
+        MeshApi { mesh }
+    }
+}
+
+#[tonic::async_trait]
+impl ModelMesh for MeshApi {
+    async fn register_model(
+        &self,
+        r: Request<pb::RegisterModelRequest>,
+    ) -> Result<Response<pb::ModelStatusInfo>, Status> {
+        Ok(Response::new(
+            self.mesh.register_model(r.into_inner()).await?,
+        ))
+    }
+
+    async fn unregister_model(
+        &self,
+        r: Request<pb::UnregisterModelRequest>,
+    ) -> Result<Response<pb::UnregisterModelResponse>, Status> {
+        self.mesh.unregister_model(&r.into_inner().model_id).await?;
+        Ok(Response::new(pb::UnregisterModelResponse {}))
+    }
+
+    async fn get_model_status(
+        &self,
+        r: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::ModelStatusInfo>, Status> {
+        Ok(Response::new(
+            self.mesh.model_status(&r.into_inner().model_id).await?,
+        ))
+    }
+
+    async fn ensure_loaded(
+        &self,
+        r: Request<pb::EnsureLoadedRequest>,
+    ) -> Result<Response<pb::ModelStatusInfo>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.mesh.ensure_loaded(&r.model_id, r.sync).await?,
+        ))
+    }
+
+    async fn set_v_model(
+        &self,
+        r: Request<pb::SetVModelRequest>,
+    ) -> Result<Response<pb::VModelStatusInfo>, Status> {
+        Ok(Response::new(self.mesh.set_vmodel(r.into_inner()).await?))
+    }
+
+    async fn delete_v_model(
+        &self,
+        r: Request<pb::DeleteVModelRequest>,
+    ) -> Result<Response<pb::DeleteVModelResponse>, Status> {
+        let r = r.into_inner();
+        self.mesh.delete_vmodel(&r.v_model_id, &r.owner).await?;
+        Ok(Response::new(pb::DeleteVModelResponse {}))
+    }
+
+    async fn get_v_model_status(
+        &self,
+        r: Request<pb::GetVModelStatusRequest>,
+    ) -> Result<Response<pb::VModelStatusInfo>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.mesh.vmodel_status(&r.v_model_id, &r.owner).await?,
+        ))
+    }
+}

@@ -1,0 +1,490 @@
+//! The copies of models held by this pod's runtime: admission into the LRU (evicting idle
+//! copies), the priority load queue, registration before loading, load timeouts, failure
+//! records, unloads with retries, and de-duplication of loads and unloads of one id.
+
+use crate::cache::{Lru, units};
+use crate::error::MeshError;
+use crate::load_queue::{LoadQueue, Priority};
+use crate::registry::records::{FailureMessage, ModelRecord};
+use crate::registry::table::{Table, Update};
+use crate::runtime_client::{RuntimeClient, RuntimeInfo};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+/// State of this pod's copy of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyStatus {
+    /// Queued or loading.
+    Loading,
+    /// Loaded and serving.
+    Loaded,
+    /// The load failed (message).
+    Failed(String),
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// This pod's instance id.
+    pub instance_id: String,
+    /// How long a load failure is remembered (`MM_LOAD_FAILURE_EXPIRY_TIME_MS`).
+    pub failure_expiry: Duration,
+    /// Delay between unload retries.
+    pub unload_retry_delay: Duration,
+    /// Unload attempts before the capacity is considered lost.
+    pub unload_retries: u32,
+    /// Longest wait for unloads to free memory before a load.
+    pub space_wait: Duration,
+}
+
+impl LocalConfig {
+    /// Upstream's defaults for an instance id.
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        LocalConfig {
+            instance_id: instance_id.into(),
+            failure_expiry: Duration::from_secs(600),
+            unload_retry_delay: Duration::from_secs(10),
+            unload_retries: 90,
+            space_wait: Duration::from_secs(180),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    lru: Lru,
+    copies: HashMap<String, watch::Sender<CopyStatus>>,
+    failures: HashMap<String, (Instant, String)>,
+    unloading: HashSet<String>,
+}
+
+/// This pod's model copies.
+pub struct LocalModels {
+    cfg: LocalConfig,
+    runtime: RuntimeClient,
+    info: RuntimeInfo,
+    registry: Arc<Table<ModelRecord>>,
+    queue: LoadQueue,
+    inner: Mutex<Inner>,
+    space: Notify,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl LocalModels {
+    /// A manager for a runtime that reported `info`.
+    pub fn new(
+        cfg: LocalConfig,
+        runtime: RuntimeClient,
+        info: RuntimeInfo,
+        registry: Arc<Table<ModelRecord>>,
+    ) -> Arc<Self> {
+        let lru = Lru::new(info.capacity_bytes / crate::cache::UNIT_BYTES);
+        metrics::gauge!("modelmesh_instance_capacity_bytes").set(info.capacity_bytes as f64);
+        Arc::new(LocalModels {
+            queue: LoadQueue::new(info.max_loading_concurrency as usize),
+            cfg,
+            runtime,
+            info,
+            registry,
+            inner: Mutex::new(Inner {
+                lru,
+                ..Default::default()
+            }),
+            space: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runtime's start-up report.
+    pub fn runtime_info(&self) -> &RuntimeInfo {
+        &self.info
+    }
+
+    /// This pod's instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.cfg.instance_id
+    }
+
+    /// State of the local copy, if any; a remembered recent failure counts.
+    pub fn status(&self, id: &str) -> Option<CopyStatus> {
+        let inner = self.lock();
+        if let Some(tx) = inner.copies.get(id) {
+            return Some(tx.borrow().clone());
+        }
+        inner
+            .failures
+            .get(id)
+            .filter(|(t, _)| t.elapsed() < self.cfg.failure_expiry)
+            .map(|(_, m)| CopyStatus::Failed(m.clone()))
+    }
+
+    /// (capacity, used, unloading) in bytes, and the number of copies.
+    pub fn usage(&self) -> (u64, u64, u64, usize) {
+        let i = self.lock();
+        let u = crate::cache::UNIT_BYTES;
+        (
+            i.lru.capacity() * u,
+            i.lru.used() * u,
+            i.lru.unloading() * u,
+            i.lru.len(),
+        )
+    }
+
+    /// Ids of local copies, least recently used first.
+    pub fn ids_by_age(&self) -> Vec<String> {
+        self.lock().lru.ids_by_age()
+    }
+
+    /// Marks a copy used now.
+    pub fn touch(&self, id: &str) {
+        self.lock().lru.touch(id, now_ms());
+    }
+
+    fn publish_usage(inner: &Inner) {
+        let u = crate::cache::UNIT_BYTES as f64;
+        metrics::gauge!("modelmesh_instance_used_bytes").set(inner.lru.used() as f64 * u);
+        metrics::gauge!("modelmesh_instance_models_total").set(inner.lru.len() as f64);
+    }
+
+    /// Makes sure a copy is loaded here, loading it if needed, and waits for it.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &ModelRecord,
+        priority: Priority,
+    ) -> Result<(), MeshError> {
+        let mut rx = match self.admit(id, rec, priority).await? {
+            Some(rx) => rx,
+            None => return Ok(()),
+        };
+        let started = Instant::now();
+        let wait = self.info.load_timeout + self.cfg.space_wait + Duration::from_secs(10);
+        let status = tokio::time::timeout(wait, rx.wait_for(|s| *s != CopyStatus::Loading))
+            .await
+            .map_err(|_| {
+                MeshError::Unavailable(format!("model {id} still loading after {wait:?}"))
+            })?
+            .map(|s| s.clone())
+            .unwrap_or(CopyStatus::Failed(
+                "the copy was removed while loading".into(),
+            ));
+        if priority == Priority::Urgent {
+            metrics::histogram!("modelmesh_cache_miss_milliseconds")
+                .record(started.elapsed().as_secs_f64() * 1e3);
+        }
+        match status {
+            CopyStatus::Loaded => Ok(()),
+            CopyStatus::Failed(message) => Err(MeshError::LoadFailed {
+                id: id.to_string(),
+                message,
+            }),
+            CopyStatus::Loading => Err(MeshError::Unavailable(format!("model {id} still loading"))),
+        }
+    }
+
+    /// Starts loading a copy without waiting (ensureLoaded with sync=false).
+    pub async fn start(self: &Arc<Self>, id: &str, rec: &ModelRecord) -> Result<(), MeshError> {
+        self.admit(id, rec, Priority::Background).await.map(|_| ())
+    }
+
+    /// Admits a copy into the cache and starts its load. `None`: already loaded (touched).
+    async fn admit(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &ModelRecord,
+        priority: Priority,
+    ) -> Result<Option<watch::Receiver<CopyStatus>>, MeshError> {
+        {
+            let mut inner = self.lock();
+            if let Some(tx) = inner.copies.get(id) {
+                if *tx.borrow() == CopyStatus::Loaded {
+                    inner.lru.touch(id, now_ms());
+                    return Ok(None);
+                }
+                return Ok(Some(tx.subscribe()));
+            }
+            if let Some((t, msg)) = inner.failures.get(id)
+                && t.elapsed() < self.cfg.failure_expiry
+            {
+                return Err(MeshError::LoadFailed {
+                    id: id.to_string(),
+                    message: msg.clone(),
+                });
+            }
+        }
+        let predicted = self
+            .runtime
+            .predict_size(id, &rec.model_type, &rec.path, &rec.key)
+            .await;
+        let weight = units(predicted.unwrap_or(self.info.default_model_size));
+        let mut inner = self.lock();
+        if let Some(tx) = inner.copies.get(id) {
+            return Ok(Some(tx.subscribe()));
+        }
+        let victims = inner.lru.insert(id, weight, now_ms()).map_err(|e| {
+            MeshError::Unavailable(format!("no room to load model {id} in this runtime: {e}"))
+        })?;
+        for v in &victims {
+            inner.copies.remove(v);
+        }
+        let (tx, rx) = watch::channel(CopyStatus::Loading);
+        inner.copies.insert(id.to_string(), tx);
+        Self::publish_usage(&inner);
+        drop(inner);
+        for v in victims {
+            tracing::info!(model = %v, for_model = id, "evicting least recently used model to make room");
+            metrics::counter!("modelmesh_model_evicted").increment(1);
+            self.spawn_unload(v, "evicted");
+        }
+        let this = self.clone();
+        let (id, rec) = (id.to_string(), rec.clone());
+        tokio::spawn(async move { this.run_load(id, rec, priority).await });
+        Ok(Some(rx))
+    }
+
+    async fn run_load(self: Arc<Self>, id: String, rec: ModelRecord, priority: Priority) {
+        let queued = Instant::now();
+        let deadline = Instant::now() + self.cfg.space_wait;
+        // A load of an id whose unload is still running waits for it (never load twice).
+        while self.lock().unloading.contains(&id) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _permit = self.queue.acquire(priority).await;
+        metrics::histogram!("modelmesh_loading_queue_delay_milliseconds")
+            .record(queued.elapsed().as_secs_f64() * 1e3);
+        // Wait until evicted copies are really unloaded, so the runtime never exceeds capacity.
+        loop {
+            let notified = self.space.notified();
+            if self.lock().lru.load_may_start() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return self
+                    .fail(&id, "timed out waiting for evicted models to unload".into())
+                    .await;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+        // Register first, load second: peers (and status calls) see the copy as loading.
+        let me = self.cfg.instance_id.clone();
+        let start = now_ms();
+        let reg = self
+            .registry
+            .update(&id, |cur| match cur {
+                None => Update::Keep,
+                Some(r) => {
+                    let mut r = r.clone();
+                    r.instance_ids.insert(me.clone(), start);
+                    r.failed_in.remove(&me);
+                    r.fails.remove(&me);
+                    Update::Put(r)
+                }
+            })
+            .await;
+        match reg {
+            Ok(Some(_)) => {}
+            Ok(None) => return self.fail(&id, format!("model {id} was unregistered")).await,
+            Err(e) => {
+                return self
+                    .fail(&id, format!("cannot register the copy: {e}"))
+                    .await;
+            }
+        }
+        tracing::info!(model = %id, "loading model");
+        let t = Instant::now();
+        let result = tokio::time::timeout(
+            self.info.load_timeout,
+            self.runtime.load(&id, &rec.model_type, &rec.path, &rec.key),
+        )
+        .await;
+        match result {
+            Ok(Ok(size)) => {
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                metrics::histogram!("modelmesh_loadmodel_milliseconds").record(ms);
+                metrics::histogram!("modelmesh_loaded_model_size_bytes").record(size as f64);
+                let size = if size == 0 {
+                    self.info.default_model_size
+                } else {
+                    size
+                };
+                let mut inner = self.lock();
+                let Some(tx) = inner.copies.get(&id).cloned() else {
+                    drop(inner);
+                    // Removed while loading (unregistered or evicted): do not leak it.
+                    return self.spawn_unload(id, "removed while loading");
+                };
+                let victims = inner.lru.loaded(&id, units(size)).unwrap_or_default();
+                for v in &victims {
+                    inner.copies.remove(v);
+                }
+                Self::publish_usage(&inner);
+                drop(inner);
+                let _ = tx.send(CopyStatus::Loaded);
+                tracing::info!(model = %id, bytes = size, millis = format!("{ms:.1}"), "model loaded");
+                for v in victims {
+                    tracing::info!(model = %v, for_model = %id, "evicting: the loaded model is larger than predicted");
+                    self.spawn_unload(v, "evicted");
+                }
+            }
+            Ok(Err(e)) => self.fail(&id, e.to_string()).await,
+            Err(_) => {
+                let msg = format!(
+                    "Load of model {id} timed out after {:?}",
+                    self.info.load_timeout
+                );
+                self.fail(&id, msg).await
+            }
+        }
+    }
+
+    /// Records a failed load: the copy is dropped, the failure remembered and registered, and the
+    /// runtime is told to unload whatever it may hold.
+    async fn fail(self: &Arc<Self>, id: &str, message: String) {
+        tracing::warn!(model = id, error = %message, "model load failed");
+        metrics::counter!("modelmesh_loadmodel_failure").increment(1);
+        {
+            let mut inner = self.lock();
+            inner.lru.remove(id);
+            if let Some(tx) = inner.copies.remove(id) {
+                let _ = tx.send(CopyStatus::Failed(message.clone()));
+            }
+            inner
+                .failures
+                .insert(id.to_string(), (Instant::now(), message.clone()));
+            Self::publish_usage(&inner);
+        }
+        let me = self.cfg.instance_id.clone();
+        let now = now_ms();
+        let _ = self
+            .registry
+            .update(id, |cur| match cur {
+                None => Update::Keep,
+                Some(r) => {
+                    let mut r = r.clone();
+                    r.instance_ids.remove(&me);
+                    r.failed_in.insert(me.clone(), now);
+                    r.fails.insert(
+                        me.clone(),
+                        FailureMessage {
+                            msg: message.clone(),
+                        },
+                    );
+                    Update::Put(r)
+                }
+            })
+            .await;
+        self.spawn_unload(id.to_string(), "load failed");
+    }
+
+    /// Drops a copy and unloads it (model unregistered, or evicted on purpose).
+    pub fn remove(self: &Arc<Self>, id: &str, reason: &'static str) {
+        let present = {
+            let mut inner = self.lock();
+            inner.failures.remove(id);
+            let present = inner.lru.remove(id);
+            if let Some(tx) = inner.copies.remove(id) {
+                let _ = tx.send(CopyStatus::Failed(format!("model {id} removed ({reason})")));
+            }
+            present
+        };
+        if present {
+            self.spawn_unload(id.to_string(), reason);
+        }
+    }
+
+    /// The runtime no longer has this model (it answered NOT_FOUND): forget the copy without
+    /// an unload so the next request loads it again.
+    pub async fn forget(self: &Arc<Self>, id: &str) {
+        {
+            let mut inner = self.lock();
+            inner.lru.remove(id);
+            inner.lru.unloaded(id);
+            inner.copies.remove(id);
+            Self::publish_usage(&inner);
+        }
+        self.space.notify_waiters();
+        tracing::warn!(model = id, "runtime lost the model; it will be reloaded");
+        let me = self.cfg.instance_id.clone();
+        let _ = self
+            .registry
+            .update(id, |cur| match cur {
+                Some(r) if r.instance_ids.contains_key(&me) => {
+                    let mut r = r.clone();
+                    r.instance_ids.remove(&me);
+                    Update::Put(r)
+                }
+                _ => Update::Keep,
+            })
+            .await;
+    }
+
+    fn spawn_unload(self: &Arc<Self>, id: String, reason: &'static str) {
+        self.lock().unloading.insert(id.clone());
+        let this = self.clone();
+        tokio::spawn(async move { this.unload(id, reason).await });
+    }
+
+    async fn unload(self: Arc<Self>, id: String, reason: &'static str) {
+        let t = Instant::now();
+        let mut ok = false;
+        for attempt in 0..self.cfg.unload_retries.max(1) {
+            match self.runtime.unload(&id).await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("modelmesh_unloadmodel_attempt_failure").increment(1);
+                    tracing::warn!(model = %id, attempt, error = %e, "unload failed; will retry");
+                    tokio::time::sleep(self.cfg.unload_retry_delay).await;
+                }
+            }
+        }
+        {
+            let mut inner = self.lock();
+            inner.unloading.remove(&id);
+            if ok {
+                inner.lru.unloaded(&id);
+            }
+            Self::publish_usage(&inner);
+        }
+        self.space.notify_waiters();
+        if ok {
+            metrics::histogram!("modelmesh_unloadmodel_milliseconds")
+                .record(t.elapsed().as_secs_f64() * 1e3);
+            tracing::info!(model = %id, reason, "model unloaded");
+        } else {
+            metrics::counter!("modelmesh_unloadmodel_failure").increment(1);
+            tracing::error!(model = %id, "unload failed permanently; its memory stays reserved");
+        }
+        let me = self.cfg.instance_id.clone();
+        let now = now_ms();
+        let reloading = self.lock().copies.contains_key(&id);
+        if !reloading {
+            let _ = self
+                .registry
+                .update(&id, |cur| match cur {
+                    Some(r) if r.instance_ids.contains_key(&me) => {
+                        let mut r = r.clone();
+                        r.instance_ids.remove(&me);
+                        r.last_unload = now;
+                        Update::Put(r)
+                    }
+                    _ => Update::Keep,
+                })
+                .await;
+        }
+    }
+}

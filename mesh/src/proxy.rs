@@ -1,0 +1,410 @@
+//! Inference routing: any gRPC method other than the ModelMesh API is forwarded as raw bytes to
+//! the runtime. The model id comes from the request field the dataplane config names, or from
+//! `mm-model-id` / `mm-vmodel-id` (and `-bin`) headers; a vmodel resolves to its active model;
+//! the concrete id is spliced into the field the runtime declared; the model is loaded here if
+//! needed; a model the runtime lost is reloaded and the request retried once.
+
+use crate::codec::RawCodec;
+use crate::dataplane::DataplaneConfig;
+use crate::error::MeshError;
+use crate::idpath;
+use crate::mesh::Mesh;
+use bytes::Bytes;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Routes inference requests for one mesh.
+pub struct Router {
+    mesh: Arc<Mesh>,
+    data: Channel,
+    dataplane: DataplaneConfig,
+}
+
+/// Which id a request named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A concrete model id.
+    Model(String),
+    /// A vmodel id.
+    VModel(String),
+}
+
+fn header(md: &MetadataMap, name: &str) -> Result<Option<String>, Status> {
+    let mut values: Vec<String> = Vec::new();
+    for v in md.get_all(name).iter() {
+        values.push(
+            v.to_str()
+                .map_err(|_| Status::invalid_argument(format!("{name} header is not ASCII")))?
+                .to_string(),
+        );
+    }
+    let bin = format!("{name}-bin");
+    for v in md.get_all_bin(bin.as_str()).iter() {
+        let bytes = v
+            .to_bytes()
+            .map_err(|_| Status::invalid_argument(format!("{bin} header is not valid base64")))?;
+        values.push(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Status::invalid_argument(format!("{bin} header is not UTF-8")))?,
+        );
+    }
+    match values.len() {
+        0 => Ok(None),
+        1 => Ok(values.pop()),
+        _ => Err(Status::unimplemented(format!(
+            "multiple {name} values (multi-model requests) are not supported"
+        ))),
+    }
+}
+
+/// Finds the id a request targets (pure but for header decoding).
+pub fn find_target(
+    method: &str,
+    md: &MetadataMap,
+    body: &[u8],
+    dp: &DataplaneConfig,
+) -> Result<Target, Status> {
+    if let Some(rc) = dp.rpc_configs.get(method)
+        && !rc.id_extraction_path.is_empty()
+    {
+        let id = idpath::read_string(body, &rc.id_extraction_path)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(id) = id.filter(|s| !s.is_empty()) {
+            return Ok(if rc.vmodel_id {
+                Target::VModel(id)
+            } else {
+                Target::Model(id)
+            });
+        }
+    } else if !dp.allow_other_rpcs && !dp.rpc_configs.contains_key(method) {
+        return Err(Status::unimplemented(format!(
+            "method {method} is not allowed by the dataplane config"
+        )));
+    }
+    let model = header(md, "mm-model-id")?;
+    let vmodel = header(md, "mm-vmodel-id")?;
+    match (model, vmodel) {
+        (Some(_), Some(_)) => Err(Status::invalid_argument(
+            "must include only one of model id and vmodel id",
+        )),
+        (Some(m), None) if m.is_empty() => Err(Status::invalid_argument(
+            "provided model-id header must be non-empty",
+        )),
+        (None, Some(v)) if v.is_empty() => Err(Status::invalid_argument(
+            "provided vmodel-id header must be non-empty",
+        )),
+        (Some(m), None) => Ok(Target::Model(m)),
+        (None, Some(v)) => Ok(Target::VModel(v)),
+        (None, None) => Err(Status::invalid_argument(
+            "must include mm-model-id or mm-vmodel-id header (or set the model name in the request)",
+        )),
+    }
+}
+
+/// Parses a `grpc-timeout` header value (e.g. `100m`).
+pub fn parse_timeout(v: &str) -> Option<Duration> {
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Headers for the runtime: the client's, minus `grpc-*`, `mm-*`, `content-type`, `user-agent`,
+/// `te`, plus the resolved model id.
+fn runtime_headers(md: &MetadataMap, model_id: &str) -> MetadataMap {
+    let mut out = MetadataMap::new();
+    for kv in md.iter() {
+        match kv {
+            KeyAndValueRef::Ascii(k, v) => {
+                let name = k.as_str();
+                if name.starts_with("grpc-")
+                    || name.starts_with("mm-")
+                    || matches!(name, "content-type" | "user-agent" | "te" | "tas-model-id")
+                {
+                    continue;
+                }
+                out.append(k.clone(), v.clone());
+            }
+            KeyAndValueRef::Binary(k, v) => {
+                if k.as_str().starts_with("mm-") || k.as_str().starts_with("grpc-") {
+                    continue;
+                }
+                out.append_bin(k.clone(), v.clone());
+            }
+        }
+    }
+    out.insert_bin(
+        "mm-model-id-bin",
+        BinaryMetadataValue::from_bytes(model_id.as_bytes()),
+    );
+    if model_id.bytes().all(|b| (32..127).contains(&b))
+        && let Ok(v) = AsciiMetadataValue::from_str(model_id)
+    {
+        out.insert("mm-model-id", v);
+    }
+    out
+}
+
+/// Whether a runtime error means it no longer has the model (Triton's and MLServer's forms too).
+pub fn model_vanished(s: &Status) -> bool {
+    let m = s.message();
+    match s.code() {
+        Code::NotFound => true,
+        Code::Unavailable => m.contains("Request for unknown model"),
+        Code::InvalidArgument => m.starts_with("Model ") && m.contains("not found"),
+        _ => false,
+    }
+}
+
+impl Router {
+    /// A router sending inference to `data`.
+    pub fn new(mesh: Arc<Mesh>, data: Channel, dataplane: DataplaneConfig) -> Self {
+        Router {
+            mesh,
+            data,
+            dataplane,
+        }
+    }
+
+    /// The mesh behind this router.
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
+    fn resolve(&self, t: &Target) -> Result<String, Status> {
+        match t {
+            Target::Model(m) => Ok(m.clone()),
+            Target::VModel(v) => Ok(self.mesh.resolve_vmodel(v)?),
+        }
+    }
+
+    /// Routes one unary call; returns the runtime's response headers and body.
+    pub async fn unary(
+        &self,
+        method: &str,
+        md: MetadataMap,
+        body: Bytes,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let started = Instant::now();
+        let short = method.rsplit('/').next().unwrap_or(method).to_string();
+        let result = self.unary_inner(method, &md, body).await;
+        let code = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        metrics::histogram!("modelmesh_api_request_milliseconds", "method" => short, "code" => code)
+            .record(started.elapsed().as_secs_f64() * 1e3);
+        result
+    }
+
+    async fn unary_inner(
+        &self,
+        method: &str,
+        md: &MetadataMap,
+        body: Bytes,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        if method.starts_with("mmesh.ModelRuntime/") {
+            return Err(Status::unimplemented(format!(
+                "Method not found or not permitted: {method}"
+            )));
+        }
+        let info = self.mesh.local.runtime_info();
+        if !info.method_infos.is_empty()
+            && !info.allow_any_method
+            && !info.method_infos.contains_key(method)
+        {
+            return Err(Status::unimplemented(format!(
+                "Method not found or not permitted: {method}"
+            )));
+        }
+        let deadline = md
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_timeout)
+            .map(|d| Instant::now() + d);
+        let target = find_target(method, md, &body, &self.dataplane)?;
+        let mut id = self.resolve(&target)?;
+        let mut retried = false;
+        loop {
+            match self.mesh.ensure_for_request(&id).await {
+                Ok(()) => {}
+                Err(MeshError::ModelNotFound(_))
+                    if matches!(target, Target::VModel(_)) && !retried =>
+                {
+                    // The vmodel may have moved on: re-read it once.
+                    retried = true;
+                    if let Target::VModel(v) = &target
+                        && let Ok(Some((vm, _))) = self.mesh.vmodels.get_strong(v).await
+                    {
+                        id = if vm.active != id {
+                            vm.active
+                        } else {
+                            vm.target
+                        };
+                        continue;
+                    }
+                    return Err(MeshError::ModelNotFound(id).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let payload = match info.method_infos.get(method) {
+                Some(path) if !path.is_empty() => Bytes::from(
+                    idpath::write_string(&body, path, &id)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                ),
+                _ => body.clone(),
+            };
+            let mut req = tonic::Request::from_parts(
+                runtime_headers(md, &id),
+                tonic::Extensions::default(),
+                payload,
+            );
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Status::deadline_exceeded(
+                        "deadline expired before the request reached the runtime",
+                    ));
+                }
+                req.set_timeout(left);
+            }
+            let t = Instant::now();
+            let result = self.call(method, req).await;
+            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => method.rsplit('/').next().unwrap_or("").to_string())
+                .record(t.elapsed().as_secs_f64() * 1e3);
+            match result {
+                Ok(resp) => {
+                    self.mesh.local.touch(&id);
+                    let (md, body, _) = resp.into_parts();
+                    return Ok((md, body));
+                }
+                Err(s) if model_vanished(&s) && !retried => {
+                    retried = true;
+                    self.mesh.local.forget(&id).await;
+                    continue;
+                }
+                Err(s) if s.code() == Code::Unavailable => {
+                    return Err(Status::unavailable(format!(
+                        "runtime unavailable for model {id}: {}",
+                        s.message()
+                    )));
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        req: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, Status> {
+        let path = http::uri::PathAndQuery::from_str(&format!("/{method}"))
+            .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))?;
+        let mut grpc = tonic::client::Grpc::new(self.data.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
+        grpc.unary(req, path, RawCodec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelmesh_proto::inference::ModelInferRequest;
+    use prost::Message;
+
+    fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.append(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn model_id_sources_and_errors() {
+        let dp = DataplaneConfig::kserve_v2();
+        let body = ModelInferRequest {
+            model_name: "vm1".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let m = "inference.GRPCInferenceService/ModelInfer";
+        assert_eq!(
+            find_target(m, &md(&[]), &body, &dp).unwrap(),
+            Target::VModel("vm1".into())
+        );
+        let empty = ModelInferRequest::default().encode_to_vec();
+        assert_eq!(
+            find_target(m, &md(&[("mm-model-id", "m1")]), &empty, &dp).unwrap(),
+            Target::Model("m1".into())
+        );
+        let both = md(&[("mm-model-id", "m1"), ("mm-vmodel-id", "v1")]);
+        assert_eq!(
+            find_target(m, &both, &empty, &dp).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            find_target(m, &md(&[]), &empty, &dp).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            find_target(m, &md(&[("mm-model-id", "")]), &empty, &dp)
+                .unwrap_err()
+                .code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            find_target(m, &md(&[]), b"\x0a\x05ab", &dp)
+                .unwrap_err()
+                .code(),
+            Code::InvalidArgument
+        );
+        let mut bin = MetadataMap::new();
+        bin.insert_bin(
+            "mm-vmodel-id-bin",
+            BinaryMetadataValue::from_bytes("vmödel".as_bytes()),
+        );
+        assert_eq!(
+            find_target("x.Y/z", &bin, &[], &DataplaneConfig::default()).unwrap(),
+            Target::VModel("vmödel".into())
+        );
+    }
+
+    #[test]
+    fn headers_to_the_runtime() {
+        let out = runtime_headers(
+            &md(&[
+                ("mm-vmodel-id", "v"),
+                ("user-agent", "x"),
+                ("custom", "keep"),
+            ]),
+            "m-1",
+        );
+        assert!(out.get("mm-vmodel-id").is_none() && out.get("user-agent").is_none());
+        assert_eq!(out.get("custom").unwrap(), "keep");
+        assert_eq!(out.get("mm-model-id").unwrap(), "m-1");
+        assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("x"), None);
+        assert!(model_vanished(&Status::not_found("x")));
+        assert!(model_vanished(&Status::unavailable(
+            "Request for unknown model: 'a' is not found"
+        )));
+        assert!(!model_vanished(&Status::internal("x")));
+    }
+}

@@ -1,0 +1,59 @@
+//! The external gRPC port (8033): the ModelMesh API, and every other method routed to the
+//! runtime as raw bytes.
+
+use crate::api::MeshApi;
+use crate::codec::RawCodec;
+use crate::proxy::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use modelmesh_proto::mmesh::model_mesh_server::ModelMeshServer;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::server::{Grpc, UnaryService};
+use tonic::{Request, Response, Status};
+
+/// Default largest request accepted (`MM_SVC_GRPC_MAX_MSG_SIZE`): 16 MiB, as upstream.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+struct ProxyCall {
+    router: Arc<Router>,
+    method: String,
+}
+
+impl UnaryService<Bytes> for ProxyCall {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let (router, method) = (self.router.clone(), self.method.clone());
+        Box::pin(async move {
+            let (md, _, body) = req.into_parts();
+            let (rmd, rbody) = router.unary(&method, md, body).await?;
+            let mut resp = Response::new(rbody);
+            *resp.metadata_mut() = rmd;
+            Ok(resp)
+        })
+    }
+}
+
+/// The axum router serving port 8033.
+pub fn routes(router: Arc<Router>, max_message: usize) -> axum::Router {
+    let api = ModelMeshServer::new(MeshApi::new(router.mesh().clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    tonic::service::Routes::new(api)
+        .prepare()
+        .into_axum_router()
+        .fallback(move |req: http::Request<Body>| {
+            let router = router.clone();
+            async move {
+                let method = req.uri().path().trim_start_matches('/').to_string();
+                let mut grpc = Grpc::new(RawCodec)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(usize::MAX);
+                let resp = grpc.unary(ProxyCall { router, method }, req).await;
+                resp.map(Body::new)
+            }
+        })
+}

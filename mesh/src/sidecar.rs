@@ -1,0 +1,245 @@
+//! Assembling and running one mesh sidecar: KV store, runtime bootstrap, tables, local cache,
+//! the external gRPC port, and the probe and metrics ports.
+
+use crate::dataplane::DataplaneConfig;
+use crate::kv::KvStore;
+use crate::kv::config::KvConfig;
+use crate::kv::etcd::EtcdStore;
+use crate::kv::memory::MemoryStore;
+use crate::local::{LocalConfig, LocalModels};
+use crate::mesh::Mesh;
+use crate::proxy::Router;
+use crate::registry::Layout;
+use crate::registry::table::Table;
+use crate::runtime_client::RuntimeClient;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Everything a sidecar needs.
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    /// `MM_SERVICE_NAME`.
+    pub service_name: String,
+    /// `KV_STORE`.
+    pub kv: KvConfig,
+    /// `MM_KVSTORE_PREFIX`.
+    pub kv_prefix: String,
+    /// This pod's id.
+    pub instance_id: String,
+    /// External gRPC address (`MM_SVC_GRPC_PORT`).
+    pub grpc_addr: SocketAddr,
+    /// Runtime management endpoint (`INTERNAL_GRPC_PORT`), `host:port`.
+    pub runtime_mgmt: String,
+    /// Runtime inference endpoint (`INTERNAL_SERVING_GRPC_PORT`), defaults to the management one.
+    pub runtime_data: Option<String>,
+    /// `MM_DEFAULT_VMODEL_OWNER`.
+    pub default_vmodel_owner: String,
+    /// `MM_LOAD_FAILURE_EXPIRY_TIME_MS`.
+    pub load_failure_expiry: Duration,
+    /// Dataplane config.
+    pub dataplane: DataplaneConfig,
+    /// `MM_SVC_GRPC_MAX_MSG_SIZE`.
+    pub max_message: usize,
+    /// Probe port address (`/ready`, `/live`).
+    pub probe_addr: Option<SocketAddr>,
+    /// Prometheus address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often runtimeStatus is polled at start-up, and for how long.
+    pub runtime_poll: (Duration, Duration),
+}
+
+/// Why the sidecar could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    /// Configuration or start-up failure.
+    #[error("{0}")]
+    Startup(String),
+    /// A server failed.
+    #[error("{0}")]
+    Serve(String),
+}
+
+fn channel(addr: &str) -> Result<tonic::transport::Channel, SidecarError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| SidecarError::Startup(format!("invalid runtime address {uri}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Connects to the configured KV store.
+pub async fn connect_kv(kv: &KvConfig) -> Result<Arc<dyn KvStore>, SidecarError> {
+    Ok(match kv {
+        KvConfig::Memory(None) => Arc::new(MemoryStore::new()),
+        KvConfig::Memory(Some(p)) => Arc::new(
+            MemoryStore::with_snapshot(p).map_err(|e| SidecarError::Startup(e.to_string()))?,
+        ),
+        KvConfig::Etcd { .. } => {
+            let cfg = kv
+                .etcd()
+                .ok_or_else(|| SidecarError::Startup("etcd config missing".into()))?;
+            Arc::new(
+                EtcdStore::connect(&cfg, Duration::from_secs(20))
+                    .await
+                    .map_err(|e| {
+                        SidecarError::Startup(format!(
+                            "Service startup failed: Problem connecting to etcd: {e}"
+                        ))
+                    })?,
+            )
+        }
+    })
+}
+
+/// A started sidecar (ports bound, runtime ready).
+pub struct Sidecar {
+    /// The mesh.
+    pub mesh: Arc<Mesh>,
+    router: Arc<Router>,
+    grpc: tokio::net::TcpListener,
+    probe: Option<tokio::net::TcpListener>,
+    max_message: usize,
+    ready: Arc<AtomicBool>,
+}
+
+impl Sidecar {
+    /// Connects to the store, waits for the runtime, loads the tables and binds the ports.
+    pub async fn start(
+        cfg: SidecarConfig,
+        store: Option<Arc<dyn KvStore>>,
+    ) -> Result<Sidecar, SidecarError> {
+        let store = match store {
+            Some(s) => s,
+            None => connect_kv(&cfg.kv).await?,
+        };
+        let grpc = tokio::net::TcpListener::bind(cfg.grpc_addr)
+            .await
+            .map_err(|e| {
+                SidecarError::Startup(format!("cannot listen on {}: {e}", cfg.grpc_addr))
+            })?;
+        let probe = match cfg.probe_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| SidecarError::Startup(format!("cannot listen on {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(addr) = cfg.metrics_addr {
+            crate::metrics::install(addr).map_err(SidecarError::Startup)?;
+        }
+        let runtime = RuntimeClient::new(channel(&cfg.runtime_mgmt)?);
+        tracing::info!(runtime = %cfg.runtime_mgmt, "waiting for the runtime (runtimeStatus)");
+        let info = runtime
+            .bootstrap(cfg.runtime_poll.0, cfg.runtime_poll.1)
+            .await
+            .map_err(|e| SidecarError::Startup(format!("runtime start-up failed: {e}")))?;
+        tracing::info!(capacity = info.capacity_bytes, version = %info.version, loads = info.max_loading_concurrency, "runtime ready");
+        let layout = Layout::new(cfg.kv.root_prefix(), &cfg.kv_prefix, &cfg.service_name);
+        let registry = Table::start(store.clone(), layout.registry())
+            .await
+            .map_err(|e| SidecarError::Startup(format!("cannot read the model registry: {e}")))?;
+        let mut lc = LocalConfig::new(cfg.instance_id.clone());
+        lc.failure_expiry = cfg.load_failure_expiry;
+        let local = LocalModels::new(lc, runtime, info, registry.clone());
+        let mesh = Mesh::start(
+            store,
+            layout,
+            registry,
+            local,
+            cfg.default_vmodel_owner.clone(),
+        )
+        .await
+        .map_err(|e| SidecarError::Startup(format!("cannot start the mesh: {e}")))?;
+        let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
+        let router = Arc::new(Router::new(mesh.clone(), data, cfg.dataplane.clone()));
+        Ok(Sidecar {
+            mesh,
+            router,
+            grpc,
+            probe,
+            max_message: cfg.max_message,
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// The bound external gRPC address.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    /// The inference router (for REST).
+    pub fn router(&self) -> Arc<Router> {
+        self.router.clone()
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests then get a few seconds to finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SidecarError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(probe) = self.probe {
+            let ready = self.ready.clone();
+            let app = axum::Router::new()
+                .route("/live", axum::routing::get(|| async { "OK" }))
+                .route(
+                    "/ready",
+                    axum::routing::get(move || {
+                        let ready = ready.clone();
+                        async move {
+                            if ready.load(Ordering::Relaxed) {
+                                (http::StatusCode::OK, "READY")
+                            } else {
+                                (http::StatusCode::SERVICE_UNAVAILABLE, "NOT READY")
+                            }
+                        }
+                    }),
+                );
+            let mut prx = rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(probe, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = prx.wait_for(|v| *v).await;
+                    })
+                    .await;
+            });
+        }
+        let routes = crate::server::routes(self.router.clone(), self.max_message);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let mut grx = rx.clone();
+        let ready = self.ready.clone();
+        let grpc = tonic::transport::Server::builder()
+            .initial_connection_window_size(4 << 20)
+            .initial_stream_window_size(4 << 20)
+            .add_routes(tonic::service::Routes::from(routes))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grx.wait_for(|v| *v).await;
+            });
+        let mut grace = rx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: no new requests; finishing in-flight ones");
+            let _ = tx.send(true);
+        });
+        tokio::select! {
+            r = grpc => r.map_err(|e| SidecarError::Serve(format!("gRPC server failed: {e}")))?,
+            _ = async move {
+                let _ = grace.wait_for(|v| *v).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            } => tracing::warn!("in-flight requests still running after 10 s; exiting"),
+        }
+        tracing::info!("mesh stopped");
+        Ok(())
+    }
+}
