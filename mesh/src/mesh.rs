@@ -266,10 +266,8 @@ impl Mesh {
         owner: &str,
     ) -> Result<VModelStatusInfo, MeshError> {
         nonempty("vModelId", vmodel)?;
-        let vm = match self.vmodels.get(vmodel) {
-            Some((vm, _)) => Some(vm),
-            None => self.vmodels.get_strong(vmodel).await?.map(|(vm, _)| vm),
-        };
+        // A strong read: callers poll this right after changing the vmodel.
+        let vm = self.vmodels.get_strong(vmodel).await?.map(|(vm, _)| vm);
         let Some(vm) = vm.filter(|vm| owner.is_empty() || vm.owner == owner) else {
             return Ok(status::vmodel_status(
                 None,

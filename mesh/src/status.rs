@@ -49,7 +49,7 @@ pub fn model_status(rec: Option<&ModelRecord>, local: Option<&CopyStatus>) -> Mo
             time: *t,
         }))
         .collect();
-    copies.sort_by(|a, b| b.time.cmp(&a.time));
+    copies.sort_by_key(|c| std::cmp::Reverse(c.time));
     ModelStatusInfo {
         status: status as i32,
         errors: if status == ModelStatus::LoadingFailed {

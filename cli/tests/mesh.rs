@@ -1,0 +1,426 @@
+//! The mesh sidecar end to end in one pod (runtime + adapter + sidecar as real processes):
+//! registration, vmodels, routing by header and by `model_name`, LRU eviction with transparent
+//! reload, healing a model the runtime lost, a vmodel rollout under load, and bad input.
+
+mod common;
+
+use common::kserve::{assert_outputs_match, raw_request, response_json};
+use common::*;
+use modelmesh_proto::inference::{
+    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient as Infer,
+};
+use modelmesh_proto::mmesh::{
+    self as mm, model_mesh_client::ModelMeshClient, model_status_info::ModelStatus,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const KSERVE: &str = r#"{"rpcConfigs":{"inference.GRPCInferenceService/ModelInfer":{"idExtractionPath":[1],"vModelId":true}}}"#;
+
+fn info(path: &str) -> Option<mm::ModelInfo> {
+    Some(mm::ModelInfo {
+        r#type: "onnx".into(),
+        path: path.into(),
+        key: r#"{"model_type":{"name":"onnx"}}"#.into(),
+    })
+}
+
+async fn register(c: &mut ModelMeshClient<Channel>, id: &str, path: &str) {
+    c.register_model(mm::RegisterModelRequest {
+        model_id: id.into(),
+        model_info: info(path),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("register {id}: {e:?}"));
+}
+
+fn with_header(
+    mut req: pb::ModelInferRequest,
+    key: &'static str,
+    val: &str,
+) -> tonic::Request<pb::ModelInferRequest> {
+    req.model_name.clear();
+    let mut r = tonic::Request::new(req);
+    r.metadata_mut().insert(key, val.parse().expect("ascii"));
+    r
+}
+
+async fn runtime_ready(port: u16, id: &str) -> bool {
+    Infer::new(channel(port))
+        .model_ready(pb::ModelReadyRequest {
+            name: id.into(),
+            version: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().ready)
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn routes_by_vmodel_header_model_header_and_model_name() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &["--dataplane-config", KSERVE]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    let vs = mgmt
+        .set_v_model(mm::SetVModelRequest {
+            v_model_id: "mnist".into(),
+            target_model_id: "mnist__isvc-0123456789".into(),
+            model_info: info("mnist-classifier"),
+            auto_delete_target_model: true,
+            load_now: true,
+            sync: true,
+            owner: "isvc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("setVModel")
+        .into_inner();
+    assert_eq!(vs.active_model_id, "mnist__isvc-0123456789");
+    assert_eq!(
+        vs.status,
+        mm::v_model_status_info::VModelStatus::Defined as i32
+    );
+    assert_eq!(
+        vs.active_model_status.map(|s| s.status),
+        Some(ModelStatus::Loaded as i32)
+    );
+
+    let ex = expected();
+    let want = &ex["mnist-classifier"]["outputs"];
+    let base = raw_request("mnist", &ex["mnist-classifier"]["inputs"]);
+    let mut infer = Infer::new(channel(pod.mesh_port));
+    // model_name alone (dataplane config: field 1 is a vmodel id).
+    let r = infer
+        .model_infer(base.clone())
+        .await
+        .expect("by model_name")
+        .into_inner();
+    assert_eq!(
+        r.model_name, "mnist__isvc-0123456789",
+        "the concrete id is spliced into model_name"
+    );
+    assert_outputs_match(&response_json(&r), want);
+    let r = infer
+        .model_infer(with_header(base.clone(), "mm-vmodel-id", "mnist"))
+        .await
+        .expect("by vmodel header")
+        .into_inner();
+    assert_outputs_match(&response_json(&r), want);
+    let r = infer
+        .model_infer(with_header(
+            base.clone(),
+            "mm-model-id",
+            "mnist__isvc-0123456789",
+        ))
+        .await
+        .expect("by model header")
+        .into_inner();
+    assert_outputs_match(&response_json(&r), want);
+
+    // Bad input: each a clear error, and the mesh keeps serving.
+    let e = infer
+        .model_infer(with_header(base.clone(), "mm-vmodel-id", "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "vmodel nope not found");
+    let e = infer
+        .model_infer(with_header(base.clone(), "mm-model-id", "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "model nope not found")
+    );
+    let mut r = with_header(base.clone(), "mm-model-id", "x");
+    r.metadata_mut()
+        .insert("mm-vmodel-id", "y".parse().expect("ascii"));
+    assert_eq!(
+        infer.model_infer(r).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let e = infer
+        .model_infer(with_header(base.clone(), "mm-model-id", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut none = base.clone();
+    none.model_name.clear();
+    let e = infer.model_infer(none).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mm-model-id"), "{}", e.message());
+    let e = mgmt
+        .register_model(mm::RegisterModelRequest {
+            model_id: String::new(),
+            model_info: info("x"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "must provide non-empty modelId")
+    );
+    // Malformed protobuf: raw bytes through a generic client.
+    let mut grpc = tonic::client::Grpc::new(channel(pod.mesh_port));
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer");
+    let e = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from_static(b"\x0a\x7fshort")),
+            path,
+            modelmesh_mesh::codec::RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("not a valid protobuf"),
+        "{}",
+        e.message()
+    );
+
+    let r = infer
+        .model_infer(base)
+        .await
+        .expect("still serving")
+        .into_inner();
+    assert_outputs_match(&response_json(&r), want);
+
+    // deleteVModel removes the auto-deleted model too.
+    mgmt.delete_v_model(mm::DeleteVModelRequest {
+        v_model_id: "mnist".into(),
+        owner: "isvc".into(),
+    })
+    .await
+    .expect("delete");
+    let s = mgmt
+        .get_model_status(mm::GetStatusRequest {
+            model_id: "mnist__isvc-0123456789".into(),
+        })
+        .await
+        .expect("status");
+    assert_eq!(s.into_inner().status, ModelStatus::NotFound as i32);
+}
+
+#[tokio::test]
+async fn lru_evicts_the_least_recently_used_and_reloads_it_transparently() {
+    // The mnist example is 31,606 bytes on disk: 39,508 bytes (5 units of 8 KiB) with the
+    // adapter's 1.25 multiplier. Capacity for exactly three copies: 15 units.
+    let pod = start_mesh_pod(15 * 8192, 8192, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    for id in ["m1", "m2", "m3", "m4"] {
+        register(&mut mgmt, id, "mnist-classifier").await;
+    }
+    let ex = expected();
+    let (input, want) = (
+        &ex["mnist-classifier"]["inputs"],
+        &ex["mnist-classifier"]["outputs"],
+    );
+    let mut infer = Infer::new(channel(pod.mesh_port));
+    let mut call = async |id: &str| {
+        let r = infer
+            .model_infer(with_header(raw_request(id, input), "mm-model-id", id))
+            .await;
+        assert_outputs_match(
+            &response_json(
+                &r.unwrap_or_else(|e| panic!("infer {id}: {e:?}"))
+                    .into_inner(),
+            ),
+            want,
+        );
+    };
+    for id in ["m1", "m2", "m3"] {
+        call(id).await;
+    }
+    let loaded = async |ids: &[&str]| {
+        let mut v = Vec::new();
+        for id in ids {
+            v.push(runtime_ready(pod.runtime_port, id).await);
+        }
+        v
+    };
+    assert_eq!(loaded(&["m1", "m2", "m3"]).await, vec![true, true, true]);
+    call("m1").await; // m2 is now the least recently used
+    call("m4").await;
+    // Unloads are asynchronous; poll until the runtime reflects the eviction.
+    for _ in 0..100 {
+        if !runtime_ready(pod.runtime_port, "m2").await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        loaded(&["m1", "m2", "m3", "m4"]).await,
+        vec![true, false, true, true]
+    );
+    call("m2").await; // reloads transparently, evicting m3
+    let ready = loaded(&["m1", "m2", "m3", "m4"]).await;
+    assert!(
+        ready.iter().filter(|r| **r).count() <= 3,
+        "runtime holds more than capacity: {ready:?}"
+    );
+    assert!(ready[1], "m2 reloaded");
+    let s = mgmt
+        .get_model_status(mm::GetStatusRequest {
+            model_id: "m3".into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(s.status, ModelStatus::NotLoaded as i32);
+}
+
+#[tokio::test]
+async fn a_model_the_runtime_lost_is_reloaded_by_the_next_request() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    register(&mut mgmt, "tiny", "tiny-regression").await;
+    let ex = expected();
+    let (input, want) = (
+        &ex["tiny-regression"]["inputs"],
+        &ex["tiny-regression"]["outputs"],
+    );
+    let mut infer = Infer::new(channel(pod.mesh_port));
+    let r = infer
+        .model_infer(with_header(
+            raw_request("tiny", input),
+            "mm-model-id",
+            "tiny",
+        ))
+        .await
+        .expect("first");
+    assert_outputs_match(&response_json(&r.into_inner()), want);
+    // Unload behind the mesh's back.
+    Infer::new(channel(pod.runtime_port))
+        .repository_model_unload(pb::RepositoryModelUnloadRequest {
+            model_name: "tiny".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("unload");
+    assert!(!runtime_ready(pod.runtime_port, "tiny").await);
+    let r = infer
+        .model_infer(with_header(
+            raw_request("tiny", input),
+            "mm-model-id",
+            "tiny",
+        ))
+        .await
+        .expect("healed");
+    assert_outputs_match(&response_json(&r.into_inner()), want);
+    assert!(runtime_ready(pod.runtime_port, "tiny").await);
+}
+
+#[tokio::test]
+async fn vmodel_rollout_under_load_has_no_failed_requests() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    let set = |target: &str| mm::SetVModelRequest {
+        v_model_id: "reg".into(),
+        target_model_id: target.into(),
+        model_info: info("tiny-regression"),
+        auto_delete_target_model: true,
+        load_now: true,
+        sync: true,
+        owner: "ksp".into(),
+        ..Default::default()
+    };
+    mgmt.set_v_model(set("reg-a")).await.expect("first version");
+    let ex = expected();
+    let (input, want) = (
+        ex["tiny-regression"]["inputs"].clone(),
+        ex["tiny-regression"]["outputs"].clone(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, input, want) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            input.clone(),
+            want.clone(),
+        );
+        let port = pod.mesh_port;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Infer::new(channel(port));
+            while !stop.load(Ordering::Relaxed) {
+                match c
+                    .model_infer(with_header(
+                        raw_request("reg", &input),
+                        "mm-vmodel-id",
+                        "reg",
+                    ))
+                    .await
+                {
+                    Ok(r) => {
+                        assert_outputs_match(&response_json(&r.into_inner()), &want);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("request failed during rollout: {e:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = set("reg-b");
+    s.sync = false;
+    let first = mgmt
+        .set_v_model(s)
+        .await
+        .expect("roll forward")
+        .into_inner();
+    assert_eq!(first.target_model_id, "reg-b");
+    // The active id switches only once reg-b is loaded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = mgmt
+            .get_v_model_status(mm::GetVModelStatusRequest {
+                v_model_id: "reg".into(),
+                owner: "ksp".into(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        if st.active_model_id == "reg-b" {
+            assert!(
+                runtime_ready(pod.runtime_port, "reg-b").await,
+                "active switched before the target was loaded"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transition did not complete: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the rollout"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    // The old version was auto-deleted.
+    let s = mgmt
+        .get_model_status(mm::GetStatusRequest {
+            model_id: "reg-a".into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(s.status, ModelStatus::NotFound as i32);
+}
