@@ -190,6 +190,91 @@ async fn routes_by_vmodel_header_model_header_and_model_name() {
         .into_inner();
     assert_outputs_match(&response_json(&r), want);
 
+    // REST on the mesh, through the same routing.
+    let h = reqwest::Client::new();
+    let rest = format!("http://127.0.0.1:{}", pod.rest_port);
+    let body = serde_json::json!({ "inputs": ex["mnist-classifier"]["inputs"] });
+    let r = h
+        .post(format!("{rest}/v2/models/mnist/infer"))
+        .json(&body)
+        .send()
+        .await
+        .expect("rest infer");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_outputs_match(&v["outputs"], want);
+    let r = h
+        .post(format!("{rest}/v2/models/ignored/infer"))
+        .header("mm-model-id", "mnist__isvc-0123456789")
+        .json(&body)
+        .send()
+        .await
+        .expect("rest infer by model id");
+    assert_eq!(r.status(), 200);
+    let r = h
+        .post(format!("{rest}/v2/models/nope/infer"))
+        .json(&body)
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(r.status(), 404);
+    let r = h
+        .post(format!("{rest}/v2/models/mnist/infer"))
+        .body("{oops")
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(r.status(), 400);
+    let bad = serde_json::json!({"inputs":[{"name":"input","shape":[1,784],"datatype":"FP32","data":[1,2,3]}]});
+    let r = h
+        .post(format!("{rest}/v2/models/mnist/infer"))
+        .json(&bad)
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert!(v["error"].as_str().unwrap_or("").contains("'input'"), "{v}");
+    let md: serde_json::Value = h
+        .get(format!("{rest}/v2/models/mnist"))
+        .send()
+        .await
+        .expect("md")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(md["name"], "mnist");
+    assert_eq!(md["inputs"][0]["shape"], serde_json::json!([-1, 784]));
+    assert_eq!(
+        h.get(format!("{rest}/v2/models/mnist/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .status(),
+        200
+    );
+    // Probes and metrics.
+    let ready = h
+        .get(format!("http://127.0.0.1:{}/ready", pod.probe_port))
+        .send()
+        .await
+        .expect("probe");
+    assert_eq!(ready.status(), 200);
+    let metrics = h
+        .get(format!("http://127.0.0.1:{}/metrics", pod.metrics_port))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    for name in [
+        "modelmesh_loadmodel_milliseconds",
+        "modelmesh_api_request_milliseconds",
+        "modelmesh_instance_capacity_bytes",
+        "modelmesh_instance_used_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+
     // deleteVModel removes the auto-deleted model too.
     mgmt.delete_v_model(mm::DeleteVModelRequest {
         v_model_id: "mnist".into(),

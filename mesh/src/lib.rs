@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod rest;
 pub mod runtime_client;
 pub mod server;
 pub mod sidecar;

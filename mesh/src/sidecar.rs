@@ -43,6 +43,8 @@ pub struct SidecarConfig {
     pub dataplane: DataplaneConfig,
     /// `MM_SVC_GRPC_MAX_MSG_SIZE`.
     pub max_message: usize,
+    /// KServe v2 REST address.
+    pub rest_addr: Option<SocketAddr>,
     /// Probe port address (`/ready`, `/live`).
     pub probe_addr: Option<SocketAddr>,
     /// Prometheus address.
@@ -106,6 +108,7 @@ pub struct Sidecar {
     router: Arc<Router>,
     grpc: tokio::net::TcpListener,
     probe: Option<tokio::net::TcpListener>,
+    rest: Option<tokio::net::TcpListener>,
     max_message: usize,
     ready: Arc<AtomicBool>,
 }
@@ -126,6 +129,14 @@ impl Sidecar {
                 SidecarError::Startup(format!("cannot listen on {}: {e}", cfg.grpc_addr))
             })?;
         let probe = match cfg.probe_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| SidecarError::Startup(format!("cannot listen on {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let rest = match cfg.rest_addr {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
                     .await
@@ -166,6 +177,7 @@ impl Sidecar {
             router,
             grpc,
             probe,
+            rest,
             max_message: cfg.max_message,
             ready: Arc::new(AtomicBool::new(true)),
         })
@@ -181,12 +193,38 @@ impl Sidecar {
         self.router.clone()
     }
 
+    /// The bound REST address.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves; in-flight requests then get a few seconds to finish.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SidecarError> {
+        self.serve_with(None, shutdown).await
+    }
+
+    /// [`Sidecar::serve`] with extra REST routes.
+    pub async fn serve_with(
+        self,
+        extra_rest: Option<axum::Router>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SidecarError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        if let Some(rest) = self.rest {
+            let app = crate::rest::router(self.router.clone(), extra_rest);
+            let mut rrx = rx.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rrx.wait_for(|v| *v).await;
+                };
+                if let Err(e) = crate::rest::serve(rest, app, stop).await {
+                    tracing::error!(error = %e, "REST server failed");
+                }
+            });
+        }
         if let Some(probe) = self.probe {
             let ready = self.ready.clone();
             let app = axum::Router::new()

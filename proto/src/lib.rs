@@ -25,6 +25,7 @@ pub mod inference {
     }
 }
 
+pub mod kserve_json;
 pub mod text_format;
 
 /// The serialized `FileDescriptorSet` of every proto file in this crate.

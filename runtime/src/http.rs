@@ -2,7 +2,6 @@
 //! `data`, and Triton's repository endpoints. JSON tensors are converted to and from the same
 //! protobuf messages the gRPC API uses, so both share one code path.
 
-use crate::datatype::DataType;
 use crate::error::RuntimeError;
 use crate::infer::infer;
 use crate::manager::ModelManager;
@@ -11,11 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use modelmesh_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelInferResponse,
-    model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
-};
-use serde::Deserialize;
+use modelmesh_proto::kserve_json;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -133,196 +128,15 @@ async fn model_ready_version(
     ready_response(&mgr, &model, &version)
 }
 
-/// KServe v2 JSON inference request.
-#[derive(Debug, Deserialize)]
-struct JsonInferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<JsonInput>,
-    #[serde(default)]
-    outputs: Vec<JsonOutput>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JsonInput {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    data: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct JsonOutput {
-    name: String,
-}
-
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
-    }
-}
-
-/// Converts JSON `data` to typed contents for the declared datatype.
-fn contents_from_json(input: &JsonInput) -> Result<InferTensorContents, RuntimeError> {
-    let dt = DataType::from_name(&input.datatype).ok_or_else(|| {
-        RuntimeError::invalid(format!(
-            "input '{}' has unsupported datatype '{}'",
-            input.name, input.datatype
-        ))
-    })?;
-    let mut flat = Vec::new();
-    flatten(&input.data, &mut flat);
-    let bad = |v: &Value| {
-        RuntimeError::invalid(format!(
-            "input '{}': {v} is not a valid {dt} value",
-            input.name
-        ))
-    };
-    let mut c = InferTensorContents::default();
-    for v in flat {
-        match dt {
-            DataType::Bool => c.bool_contents.push(match v {
-                Value::Bool(b) => *b,
-                Value::Number(n) if n.as_u64() == Some(0) => false,
-                Value::Number(n) if n.as_u64() == Some(1) => true,
-                _ => return Err(bad(v)),
-            }),
-            DataType::Int8 | DataType::Int16 | DataType::Int32 => {
-                let x = v
-                    .as_i64()
-                    .and_then(|x| i32::try_from(x).ok())
-                    .ok_or_else(|| bad(v))?;
-                c.int_contents.push(x)
-            }
-            DataType::Int64 => c.int64_contents.push(v.as_i64().ok_or_else(|| bad(v))?),
-            DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => {
-                let x = v
-                    .as_u64()
-                    .and_then(|x| u32::try_from(x).ok())
-                    .ok_or_else(|| bad(v))?;
-                c.uint_contents.push(x)
-            }
-            DataType::Uint64 => c.uint64_contents.push(v.as_u64().ok_or_else(|| bad(v))?),
-            DataType::Fp32 => c
-                .fp32_contents
-                .push(v.as_f64().ok_or_else(|| bad(v))? as f32),
-            DataType::Fp64 => c.fp64_contents.push(v.as_f64().ok_or_else(|| bad(v))?),
-            DataType::Fp16 => {
-                return Err(RuntimeError::invalid(format!(
-                    "input '{}': FP16 is not supported over JSON; use gRPC raw_input_contents",
-                    input.name
-                )));
-            }
-        }
-    }
-    Ok(c)
-}
-
-/// Converts a JSON request body into the protobuf request.
-fn to_proto(
-    model: &str,
-    version: &str,
-    body: JsonInferRequest,
-) -> Result<ModelInferRequest, RuntimeError> {
-    let inputs = body
-        .inputs
-        .iter()
-        .map(|i| {
-            Ok(InferInputTensor {
-                name: i.name.clone(),
-                datatype: i.datatype.clone(),
-                shape: i.shape.clone(),
-                contents: Some(contents_from_json(i)?),
-                ..Default::default()
-            })
-        })
-        .collect::<Result<_, RuntimeError>>()?;
-    Ok(ModelInferRequest {
-        model_name: model.to_string(),
-        model_version: version.to_string(),
-        id: body.id.unwrap_or_default(),
-        inputs,
-        outputs: body
-            .outputs
-            .into_iter()
-            .map(|o| InferRequestedOutputTensor {
-                name: o.name,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    })
-}
-
-macro_rules! le_values {
-    ($bytes:expr, $t:ty) => {
-        $bytes
-            .chunks_exact(std::mem::size_of::<$t>())
-            .map(|c| {
-                let mut a = [0u8; std::mem::size_of::<$t>()];
-                a.copy_from_slice(c);
-                json!(<$t>::from_le_bytes(a))
-            })
-            .collect::<Vec<Value>>()
-    };
-}
-
-/// Decodes one raw output into JSON numbers.
-fn raw_to_json(dt: DataType, bytes: &[u8]) -> Vec<Value> {
-    match dt {
-        DataType::Bool => bytes.iter().map(|&b| json!(b != 0)).collect(),
-        DataType::Uint8 => bytes.iter().map(|&b| json!(b)).collect(),
-        DataType::Int8 => bytes.iter().map(|&b| json!(b as i8)).collect(),
-        DataType::Uint16 => le_values!(bytes, u16),
-        DataType::Int16 => le_values!(bytes, i16),
-        DataType::Uint32 => le_values!(bytes, u32),
-        DataType::Int32 => le_values!(bytes, i32),
-        DataType::Uint64 => le_values!(bytes, u64),
-        DataType::Int64 => le_values!(bytes, i64),
-        DataType::Fp16 => le_values!(bytes, u16)
-            .into_iter()
-            .map(|v| {
-                json!(tract_onnx::prelude::f16::from_bits(v.as_u64().unwrap_or(0) as u16).to_f32())
-            })
-            .collect(),
-        DataType::Fp32 => le_values!(bytes, f32),
-        DataType::Fp64 => le_values!(bytes, f64),
-    }
-}
-
-fn response_json(resp: ModelInferResponse) -> Value {
-    let outputs: Vec<Value> = resp
-        .outputs
-        .iter()
-        .zip(resp.raw_output_contents.iter())
-        .map(|(o, raw)| {
-            let data = DataType::from_name(&o.datatype)
-                .map(|dt| raw_to_json(dt, raw))
-                .unwrap_or_default();
-            json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data })
-        })
-        .collect();
-    let mut v = json!({ "model_name": resp.model_name, "model_version": resp.model_version, "outputs": outputs });
-    if !resp.id.is_empty() {
-        v["id"] = json!(resp.id);
-    }
-    v
-}
-
 async fn run_json(
     mgr: &ModelManager,
     model: &str,
     version: &str,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
-    let parsed: JsonInferRequest = serde_json::from_slice(body).map_err(|e| {
-        RuntimeError::invalid(format!(
-            "request body is not a valid KServe v2 inference request: {e} (expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}})"
-        ))
-    })?;
-    let req = to_proto(model, version, parsed)?;
-    Ok(Json(response_json(infer(mgr, req).await?)))
+    let req = kserve_json::request_from_json(model, version, body)
+        .map_err(RuntimeError::InvalidRequest)?;
+    Ok(Json(kserve_json::response_to_json(&infer(mgr, req).await?)))
 }
 
 async fn model_infer(

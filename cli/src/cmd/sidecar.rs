@@ -63,6 +63,9 @@ pub struct Args {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub max_message_size: usize,
+    /// KServe v2 REST port; 0 disables.
+    #[arg(long, env = "MM_REST_PORT", default_value_t = 8008)]
+    pub rest_port: u16,
     /// Probe port (/ready, /live); 0 disables.
     #[arg(long, env = "MM_PROBE_PORT", default_value_t = 8089)]
     pub probe_port: u16,
@@ -107,6 +110,7 @@ impl Args {
             load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
             dataplane,
             max_message: self.max_message_size,
+            rest_addr: port(self.rest_port),
             probe_addr: port(self.probe_port),
             metrics_addr: port(self.metrics_port),
             runtime_poll: (
@@ -123,6 +127,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let sidecar = Sidecar::start(cfg, None).await?;
     if let Some(addr) = sidecar.grpc_addr() {
         eprintln!("modelmesh sidecar: grpc listening on {addr}");
+    }
+    if let Some(addr) = sidecar.rest_addr() {
+        eprintln!("modelmesh sidecar: rest listening on {addr}");
     }
     sidecar.serve(super::signal::shutdown()).await?;
     Ok(())

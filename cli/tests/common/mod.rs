@@ -366,6 +366,9 @@ pub struct MeshPod {
     pub sidecar: Proc,
     pub runtime_port: u16,
     pub mesh_port: u16,
+    pub rest_port: u16,
+    pub probe_port: u16,
+    pub metrics_port: u16,
 }
 
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
@@ -378,71 +381,75 @@ pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -
     copy_tree(&root().join("examples/models/repository"), &store);
     let cfg = dir.path().join("storage-config");
     std::fs::create_dir_all(&cfg).expect("mkdir");
-    std::fs::write(
-        cfg.join("default"),
-        serde_json::json!({"type": "local", "root": store}).to_string(),
-    )
-    .expect("write");
+    let entry = serde_json::json!({"type": "local", "root": store});
+    std::fs::write(cfg.join("default"), entry.to_string()).expect("write");
     let (runtime, rport, _) = start_runtime(&models.join("_triton_models"), dir.path()).await;
     let (mem, size) = (mem_bytes.to_string(), default_size.to_string());
-    let adapter_extra = [
-        "--use-embedded-puller",
-        "--storage-config-dir",
-        cfg.to_str().expect("utf8"),
-        "--mem-buffer-bytes",
-        "0",
-        "--default-modelsize",
-        &size,
-    ];
     let aport = free_port();
     let mut cmd = modelmesh();
-    cmd.args(["adapter", "--server-type", "triton"])
-        .args([
-            "--adapter-port",
-            &aport.to_string(),
-            "--runtime-port",
-            &rport.to_string(),
-        ])
-        .args([
-            "--runtime-host",
-            "127.0.0.1",
-            "--container-mem-req-bytes",
-            &mem,
-        ])
-        .arg("--root-model-dir")
-        .arg(&models)
-        .args(adapter_extra);
+    cmd.args([
+        "adapter",
+        "--server-type",
+        "triton",
+        "--runtime-host",
+        "127.0.0.1",
+    ])
+    .args([
+        "--adapter-port",
+        &aport.to_string(),
+        "--runtime-port",
+        &rport.to_string(),
+    ])
+    .args(["--container-mem-req-bytes", &mem, "--mem-buffer-bytes", "0"])
+    .args([
+        "--default-modelsize",
+        &size,
+        "--use-embedded-puller",
+        "--storage-config-dir",
+    ])
+    .arg(&cfg)
+    .arg("--root-model-dir")
+    .arg(&models);
     let adapter = Proc::spawn("adapter", cmd, dir.path());
-    let mport = free_port();
+    let (mport, rest, probe, metrics) = (free_port(), free_port(), free_port(), free_port());
     let mut cmd = modelmesh();
-    cmd.args(["sidecar", "--address", "127.0.0.1", "--kv-store", "memory"])
-        .args([
-            "--grpc-port",
-            &mport.to_string(),
-            "--internal-grpc-port",
-            &aport.to_string(),
-        ])
-        .args([
-            "--internal-serving-grpc-port",
-            &rport.to_string(),
-            "--runtime-host",
-            "127.0.0.1",
-        ])
-        .args([
-            "--probe-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--instance-id",
-            "pod-1",
-        ])
-        .args(extra);
+    cmd.args([
+        "sidecar",
+        "--address",
+        "127.0.0.1",
+        "--instance-id",
+        "pod-1",
+    ])
+    .args([
+        "--grpc-port",
+        &mport.to_string(),
+        "--internal-grpc-port",
+        &aport.to_string(),
+    ])
+    .args([
+        "--internal-serving-grpc-port",
+        &rport.to_string(),
+        "--runtime-host",
+        "127.0.0.1",
+    ])
+    .args([
+        "--rest-port",
+        &rest.to_string(),
+        "--probe-port",
+        &probe.to_string(),
+    ])
+    .args(["--metrics-port", &metrics.to_string()])
+    .args(extra);
+    if !extra.contains(&"--kv-store") {
+        cmd.args(["--kv-store", "memory"]);
+    }
     let mut sidecar = Proc::spawn("sidecar", cmd, dir.path());
     let ch = channel(mport);
     wait_until("mesh gRPC", &mut sidecar, Duration::from_secs(60), || {
-        let mut c = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(ch.clone());
+        use modelmesh_proto::mmesh::{GetStatusRequest, model_mesh_client::ModelMeshClient};
+        let mut c = ModelMeshClient::new(ch.clone());
         async move {
-            c.get_model_status(modelmesh_proto::mmesh::GetStatusRequest {
+            c.get_model_status(GetStatusRequest {
                 model_id: "probe".into(),
             })
             .await
@@ -457,5 +464,8 @@ pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -
         sidecar,
         runtime_port: rport,
         mesh_port: mport,
+        rest_port: rest,
+        probe_port: probe,
+        metrics_port: metrics,
     }
 }
