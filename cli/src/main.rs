@@ -23,6 +23,12 @@ enum Command {
     Runtime(cmd::runtime::Args),
     /// mmesh.ModelRuntime adapter in front of a Triton or MLServer model server.
     Adapter(cmd::adapter::Args),
+    /// Run a whole mesh locally, serving a directory of Predictor YAML files.
+    Up(cmd::up::Args),
+    /// Send a KServe v2 inference request and print the outputs.
+    Infer(cmd::infer::Args),
+    /// Show what a running `modelmesh up` serves.
+    Status(cmd::status::Args),
     /// The mesh sidecar: registry, model cache, vmodels, inference routing.
     Sidecar(cmd::sidecar::Args),
     /// Call a mmesh.ModelRuntime (adapter) directly, as the mesh would.
@@ -57,6 +63,9 @@ fn main() -> std::process::ExitCode {
             Command::Adapter(a) => cmd::adapter::run(a).await,
             Command::Spi(a) => cmd::spi::run(a).await,
             Command::Sidecar(a) => cmd::sidecar::run(a).await,
+            Command::Up(a) => cmd::up::run(a).await,
+            Command::Infer(a) => cmd::infer::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
         }
     });

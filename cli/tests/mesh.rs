@@ -509,3 +509,72 @@ async fn vmodel_rollout_under_load_has_no_failed_requests() {
         .into_inner();
     assert_eq!(s.status, ModelStatus::NotFound as i32);
 }
+
+#[tokio::test]
+async fn background_loads_finish_without_anyone_waiting() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    let r = mgmt
+        .register_model(mm::RegisterModelRequest {
+            model_id: "bg".into(),
+            model_info: info("typed-ops"),
+            load_now: true,
+            sync: false,
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert!(
+        r.status == ModelStatus::Loading as i32 || r.status == ModelStatus::Loaded as i32,
+        "{r:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = mgmt
+            .get_model_status(mm::GetStatusRequest {
+                model_id: "bg".into(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        if s.status == ModelStatus::Loaded as i32 {
+            assert_eq!(s.model_copy_infos.len(), 1);
+            assert_eq!(s.model_copy_infos[0].location, "pod-1");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background load never finished: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A model whose files are missing fails with a status, not an error, and says why.
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "broken".into(),
+        model_info: info("no/such/dir"),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let s = mgmt
+        .ensure_loaded(mm::EnsureLoadedRequest {
+            model_id: "broken".into(),
+            sync: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ensureLoaded")
+        .into_inner();
+    assert_eq!(s.status, ModelStatus::LoadingFailed as i32, "{s:?}");
+    assert!(s.errors.iter().any(|e| e.contains("no/such/dir")), "{s:?}");
+    let e = mgmt
+        .register_model(mm::RegisterModelRequest {
+            model_id: "broken".into(),
+            model_info: info("other"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+}

@@ -331,7 +331,7 @@ impl LocalModels {
                 }
                 Self::publish_usage(&inner);
                 drop(inner);
-                let _ = tx.send(CopyStatus::Loaded);
+                tx.send_replace(CopyStatus::Loaded);
                 tracing::info!(model = %id, bytes = size, millis = format!("{ms:.1}"), "model loaded");
                 for v in victims {
                     tracing::info!(model = %v, for_model = %id, "evicting: the loaded model is larger than predicted");
@@ -358,7 +358,7 @@ impl LocalModels {
             let mut inner = self.lock();
             inner.lru.remove(id);
             if let Some(tx) = inner.copies.remove(id) {
-                let _ = tx.send(CopyStatus::Failed(message.clone()));
+                tx.send_replace(CopyStatus::Failed(message.clone()));
             }
             inner
                 .failures
@@ -395,7 +395,7 @@ impl LocalModels {
             inner.failures.remove(id);
             let present = inner.lru.remove(id);
             if let Some(tx) = inner.copies.remove(id) {
-                let _ = tx.send(CopyStatus::Failed(format!("model {id} removed ({reason})")));
+                tx.send_replace(CopyStatus::Failed(format!("model {id} removed ({reason})")));
             }
             present
         };

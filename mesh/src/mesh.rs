@@ -465,7 +465,7 @@ impl Mesh {
         } else if needs_copy {
             if req.sync && req.model_info.is_some() {
                 let _ = self.ensure_loaded(&tid, true).await;
-            } else if let Some((rec, _)) = self.registry.get(&tid) {
+            } else if let Ok(Some((rec, _))) = self.registry.get_strong(&tid).await {
                 let _ = self.local.start(&tid, &rec).await;
             }
         }

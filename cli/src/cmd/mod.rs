@@ -2,7 +2,10 @@
 
 pub mod adapter;
 pub mod bench;
+pub mod infer;
 pub mod runtime;
 pub mod sidecar;
 pub mod signal;
 pub mod spi;
+pub mod status;
+pub mod up;

@@ -1,0 +1,83 @@
+//! `modelmesh status`: what a running `modelmesh up` serves: vmodels, models, copies, states and
+//! skipped predictor files.
+
+use anyhow::Context;
+
+/// Flags of `modelmesh status`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Show what a running `modelmesh up` serves (vmodels, models, copies, states, invalid files)"
+)]
+pub struct Args {
+    /// REST address of `modelmesh up`.
+    #[arg(long, default_value = "127.0.0.1:8008")]
+    rest: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Fetches and prints the status.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let url = format!("http://{}/_modelmesh/status", a.rest);
+    let body = http_get(&a.rest, "/_modelmesh/status")
+        .await
+        .with_context(|| format!("is `modelmesh up` running? GET {url}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).context("status is not JSON")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<16} {:<40} {}",
+        "VMODEL", "STATUS", "ACTIVE MODEL", "MODEL STATUS"
+    );
+    for vm in v["vmodels"].as_array().into_iter().flatten() {
+        println!(
+            "{:<26} {:<16} {:<40} {}",
+            vm["vmodel"].as_str().unwrap_or(""),
+            vm["status"].as_str().unwrap_or(""),
+            vm["active"].as_str().unwrap_or(""),
+            vm["active_status"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "\n{:<40} {:<8} {:<14} {:<6} {}",
+        "MODEL", "TYPE", "STATUS", "COPIES", "PATH"
+    );
+    for m in v["models"].as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:<8} {:<14} {:<6} {}",
+            m["model"].as_str().unwrap_or(""),
+            m["type"].as_str().unwrap_or(""),
+            m["status"].as_str().unwrap_or(""),
+            m["copies"],
+            m["path"].as_str().unwrap_or("")
+        );
+        for e in m["errors"].as_array().into_iter().flatten() {
+            println!("    error: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    let c = &v["cache"];
+    println!(
+        "\ncache: {} copies, {} of {} bytes used",
+        c["copies"], c["used_bytes"], c["capacity_bytes"]
+    );
+    if let Some(errs) = v["invalid_files"].as_object().filter(|e| !e.is_empty()) {
+        println!("\ninvalid predictor files (skipped):");
+        for (f, e) in errs {
+            println!("  {f}: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
+}
+
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let resp = reqwest::get(format!("http://{addr}{path}")).await?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{status}: {body}");
+    }
+    Ok(body)
+}

@@ -1,0 +1,262 @@
+//! `modelmesh up`: a whole mesh on a laptop, in one process: the embedded KV store, the mesh,
+//! `modelmesh runtime` and the Triton adapter, serving the Predictors in a directory.
+
+mod predictor;
+mod watch;
+
+use anyhow::{Context, bail};
+use modelmesh_adapters::{AdapterConfig, ServerType};
+use modelmesh_mesh::dataplane::DataplaneConfig;
+use modelmesh_mesh::kv::config::KvConfig;
+use modelmesh_mesh::sidecar::{Sidecar, SidecarConfig};
+use modelmesh_proto::mmesh::model_runtime_server::ModelRuntimeServer;
+use modelmesh_runtime::{BoundRuntime, RuntimeConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `modelmesh up`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Run a whole mesh locally: serves every Predictor YAML in a directory",
+    long_about = "Starts, in one process, the embedded KV store, a mesh, `modelmesh runtime` and the Triton adapter. \
+Every Predictor YAML (serving.kserve.io/v1alpha1) in --predictors is registered as a vmodel named after the \
+predictor; spec.storage.path is relative to --models. Files added, changed or removed are picked up within a \
+second; an invalid file is reported (log and `modelmesh status`) and skipped. gRPC (--grpc-port) serves the \
+mmesh.ModelMesh API and KServe v2 inference (model_name alone routes); REST (--rest-port) serves KServe v2 JSON."
+)]
+pub struct Args {
+    /// Directory of Predictor YAML files.
+    #[arg(long, default_value = "examples/predictors")]
+    predictors: PathBuf,
+    /// Directory the predictors' storage paths are relative to.
+    #[arg(long, default_value = "examples/models")]
+    models: PathBuf,
+    /// gRPC port (ModelMesh API and inference).
+    #[arg(long, default_value_t = 8033)]
+    grpc_port: u16,
+    /// KServe v2 REST port.
+    #[arg(long, default_value_t = 8008)]
+    rest_port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// Memory for models, in bytes (the runtime's capacity).
+    #[arg(long, default_value_t = 1 << 30)]
+    memory: u64,
+    /// Keep registrations in this file across restarts (default: in memory only).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Prometheus port (0 = off).
+    #[arg(long, default_value_t = 0)]
+    metrics_port: u16,
+}
+
+async fn local_listener() -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")
+}
+
+/// Runs until Ctrl-C.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let predictors = a
+        .predictors
+        .canonicalize()
+        .with_context(|| format!("predictor directory {}", a.predictors.display()))?;
+    let models = a
+        .models
+        .canonicalize()
+        .with_context(|| format!("models directory {}", a.models.display()))?;
+    if !predictors.is_dir() || !models.is_dir() {
+        bail!("--predictors and --models must be directories");
+    }
+    let work = std::env::temp_dir().join(format!("modelmesh-up-{}", std::process::id()));
+    let root = work.join("models");
+    std::fs::create_dir_all(root.join("_triton_models"))
+        .with_context(|| format!("creating {}", root.display()))?;
+    let cfgdir = work.join("storage-config");
+    std::fs::create_dir_all(&cfgdir)?;
+    std::fs::write(
+        cfgdir.join("default"),
+        serde_json::json!({"type": "local", "root": models}).to_string(),
+    )?;
+
+    // The runtime.
+    let runtime = BoundRuntime::bind(RuntimeConfig {
+        model_repository: root.join("_triton_models"),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        http_addr: None,
+        load_models: vec![],
+    })
+    .await?;
+    let runtime_port = runtime
+        .grpc_addr()
+        .map(|a| a.port())
+        .context("runtime port")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let rt_stop = stopped(stop_rx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = runtime.serve(rt_stop).await {
+            tracing::error!(error = %e, "runtime stopped");
+        }
+    });
+
+    // The adapter.
+    let adapter = modelmesh_adapters::build(AdapterConfig {
+        server_type: ServerType::Triton,
+        runtime_host: "127.0.0.1".into(),
+        runtime_port,
+        container_mem_req_bytes: i64::try_from(a.memory).unwrap_or(i64::MAX),
+        mem_buffer_bytes: 0,
+        root_model_dir: root.clone(),
+        use_embedded_puller: true,
+        storage_config_dir: cfgdir.clone(),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("adapter: {e}"))?;
+    let adapter_listener = local_listener().await?;
+    let adapter_port = adapter_listener.local_addr()?.port();
+    let ad_stop = stopped(stop_rx.clone());
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(adapter_listener).with_nodelay(Some(true));
+        let _ = tonic::transport::Server::builder()
+            .add_service(ModelRuntimeServer::new(adapter))
+            .serve_with_incoming_shutdown(incoming, ad_stop)
+            .await;
+    });
+
+    // The mesh.
+    let cfg = SidecarConfig {
+        service_name: "modelmesh-up".into(),
+        kv: KvConfig::Memory(a.state.clone()),
+        kv_prefix: "mm".into(),
+        instance_id: "local".into(),
+        grpc_addr: SocketAddr::new(a.address, a.grpc_port),
+        runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
+        runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
+        default_vmodel_owner: String::new(),
+        load_failure_expiry: Duration::from_secs(30),
+        dataplane: DataplaneConfig::kserve_v2(),
+        max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
+        rest_addr: Some(SocketAddr::new(a.address, a.rest_port)),
+        probe_addr: None,
+        metrics_addr: (a.metrics_port != 0).then(|| SocketAddr::new(a.address, a.metrics_port)),
+        runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
+    };
+    let sidecar = Sidecar::start(cfg, None).await?;
+    let mesh = sidecar.mesh.clone();
+    let state: watch::Shared = Arc::default();
+    let mut last = Default::default();
+    watch::sync(&predictors, &mesh, &state, &mut last).await;
+    let status_state = state.clone();
+    let status_mesh = mesh.clone();
+    let extra = axum::Router::new().route(
+        "/_modelmesh/status",
+        axum::routing::get(move || {
+            let (state, mesh) = (status_state.clone(), status_mesh.clone());
+            async move { axum::Json(status_json(&state, &mesh).await) }
+        }),
+    );
+    eprintln!(
+        "modelmesh up: gRPC (ModelMesh API + KServe v2 inference) on {}",
+        SocketAddr::new(a.address, a.grpc_port)
+    );
+    eprintln!(
+        "modelmesh up: KServe v2 REST on http://{}",
+        SocketAddr::new(a.address, a.rest_port)
+    );
+    eprintln!(
+        "modelmesh up: serving predictors from {} (models under {})",
+        predictors.display(),
+        models.display()
+    );
+    if let Ok(s) = state.lock() {
+        for (file, regs) in &s.applied {
+            for (vid, mid) in regs {
+                eprintln!("  {vid:<24} -> {mid}   ({file})");
+            }
+        }
+        for (file, err) in &s.errors {
+            eprintln!("  skipped {file}: {err}");
+        }
+    }
+    eprintln!(
+        "modelmesh up: try `modelmesh status` and `modelmesh infer <predictor> --input NAME=JSON`; Ctrl-C stops"
+    );
+    let loaded_mesh = mesh.clone();
+    tokio::spawn(async move {
+        // Report when the initial loads finish.
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let vms = loaded_mesh.vmodels.list();
+            let done = vms.iter().all(|(_, vm)| {
+                loaded_mesh
+                    .local
+                    .status(&vm.active)
+                    .is_some_and(|s| s != modelmesh_mesh::local::CopyStatus::Loading)
+            });
+            if done {
+                let (_, used, _, n) = loaded_mesh.local.usage();
+                eprintln!("modelmesh up: {n} model(s) loaded, {used} bytes in use");
+                return;
+            }
+        }
+    });
+    let mut watch_last = last;
+    let (wmesh, wstate, wdir) = (mesh.clone(), state.clone(), predictors.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            watch::sync(&wdir, &wmesh, &wstate, &mut watch_last).await;
+        }
+    });
+    let shutdown = async move {
+        super::signal::shutdown().await;
+        let _ = stop_tx.send(true);
+    };
+    sidecar.serve_with(Some(extra), shutdown).await?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+async fn status_json(
+    state: &watch::Shared,
+    mesh: &Arc<modelmesh_mesh::mesh::Mesh>,
+) -> serde_json::Value {
+    let (capacity, used, unloading, copies) = mesh.local.usage();
+    let mut vmodels = Vec::new();
+    for (vid, _) in mesh.vmodels.list() {
+        if let Ok(s) = mesh.vmodel_status(&vid, "").await {
+            vmodels.push(serde_json::json!({
+                "vmodel": vid,
+                "status": format!("{:?}", s.status()),
+                "active": s.active_model_id,
+                "target": s.target_model_id,
+                "active_status": s.active_model_status.map(|m| format!("{:?}", m.status())),
+            }));
+        }
+    }
+    let models: Vec<serde_json::Value> = mesh
+        .registry
+        .list()
+        .into_iter()
+        .map(|(id, r)| {
+            let st = mesh.status_of(&id, Some(&r));
+            serde_json::json!({ "model": id, "type": r.model_type, "path": r.path, "status": format!("{:?}", st.status()),
+                "copies": r.instance_ids.len(), "errors": st.errors })
+        })
+        .collect();
+    let errors = state.lock().map(|s| s.errors.clone()).unwrap_or_default();
+    serde_json::json!({
+        "vmodels": vmodels,
+        "models": models,
+        "cache": { "capacity_bytes": capacity, "used_bytes": used, "unloading_bytes": unloading, "copies": copies },
+        "invalid_files": errors,
+    })
+}
