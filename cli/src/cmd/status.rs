@@ -29,8 +29,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<26} {:<16} {:<40} {}",
-        "VMODEL", "STATUS", "ACTIVE MODEL", "MODEL STATUS"
+        "{:<26} {:<16} {:<40} MODEL STATUS",
+        "VMODEL", "STATUS", "ACTIVE MODEL"
     );
     for vm in v["vmodels"].as_array().into_iter().flatten() {
         println!(
@@ -42,8 +42,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n{:<40} {:<8} {:<14} {:<6} {}",
-        "MODEL", "TYPE", "STATUS", "COPIES", "PATH"
+        "\n{:<40} {:<8} {:<14} {:<6} PATH",
+        "MODEL", "TYPE", "STATUS", "COPIES"
     );
     for m in v["models"].as_array().into_iter().flatten() {
         println!(
