@@ -584,7 +584,12 @@ async fn same_flow_on_a_real_etcd() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
     let kv = format!("etcd:{url};rootPrefix=modelmesh-serving/mm_ns/test");
-    let pod = start_mesh_pod(1 << 30, 1_000_000, &["--kv-store", &kv, "--dataplane-config", KSERVE]).await;
+    let pod = start_mesh_pod(
+        1 << 30,
+        1_000_000,
+        &["--kv-store", &kv, "--dataplane-config", KSERVE],
+    )
+    .await;
     let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
     let vs = mgmt
         .set_v_model(mm::SetVModelRequest {
@@ -599,7 +604,10 @@ async fn same_flow_on_a_real_etcd() {
         .await
         .expect("setVModel")
         .into_inner();
-    assert_eq!(vs.active_model_status.map(|s| s.status), Some(ModelStatus::Loaded as i32));
+    assert_eq!(
+        vs.active_model_status.map(|s| s.status),
+        Some(ModelStatus::Loaded as i32)
+    );
     let ex = expected();
     let r = Infer::new(channel(pod.mesh_port))
         .model_infer(raw_request("typed", &ex["typed-ops"]["inputs"]))
@@ -609,13 +617,25 @@ async fn same_flow_on_a_real_etcd() {
     assert_outputs_match(&response_json(&r), &ex["typed-ops"]["outputs"]);
     // The records are where upstream tools look for them.
     let out = std::process::Command::new("etcdctl")
-        .args(["--endpoints", &url, "get", "--prefix", "/modelmesh-serving/mm_ns/test/mm/modelmesh-serving/"])
+        .args([
+            "--endpoints",
+            &url,
+            "get",
+            "--prefix",
+            "/modelmesh-serving/mm_ns/test/mm/modelmesh-serving/",
+        ])
         .env("ETCDCTL_API", "3")
         .output()
         .expect("etcdctl");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/mm/modelmesh-serving/registry/typed__ksp-0000000001"), "{text}");
-    assert!(text.contains("/mm/modelmesh-serving/vmodels/typed"), "{text}");
+    assert!(
+        text.contains("/mm/modelmesh-serving/registry/typed__ksp-0000000001"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/mm/modelmesh-serving/vmodels/typed"),
+        "{text}"
+    );
     assert!(text.contains(r#""instanceIds":{"pod-1""#), "{text}");
 }
 
@@ -627,11 +647,30 @@ async fn oversized_requests_are_refused_and_the_mesh_keeps_serving() {
     register(&mut mgmt, "small", "tiny-regression").await;
     let ex = expected();
     let mut infer = Infer::new(channel(pod.mesh_port));
-    let big = with_header(raw_request("big", &ex["mnist-classifier"]["inputs"]), "mm-model-id", "big");
+    let big = with_header(
+        raw_request("big", &ex["mnist-classifier"]["inputs"]),
+        "mm-model-id",
+        "big",
+    );
     let e = infer.model_infer(big).await.unwrap_err();
-    assert!(matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange), "{e:?}");
-    assert!(e.message().contains("too large") || e.message().contains("length"), "{}", e.message());
-    let small = with_header(raw_request("small", &ex["tiny-regression"]["inputs"]), "mm-model-id", "small");
-    let r = infer.model_infer(small).await.expect("small request still served").into_inner();
+    assert!(
+        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{e:?}"
+    );
+    assert!(
+        e.message().contains("too large") || e.message().contains("length"),
+        "{}",
+        e.message()
+    );
+    let small = with_header(
+        raw_request("small", &ex["tiny-regression"]["inputs"]),
+        "mm-model-id",
+        "small",
+    );
+    let r = infer
+        .model_infer(small)
+        .await
+        .expect("small request still served")
+        .into_inner();
     assert_outputs_match(&response_json(&r), &ex["tiny-regression"]["outputs"]);
 }

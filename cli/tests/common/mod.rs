@@ -473,17 +473,33 @@ pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -
 /// A real etcd (Debian etcd-server) on free loopback ports, killed on drop.
 pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
     let bin = Path::new("/usr/bin/etcd");
-    assert!(bin.exists(), "etcd is missing: run scripts/setup-peers.sh (installs Debian etcd-server)");
+    assert!(
+        bin.exists(),
+        "etcd is missing: run scripts/setup-peers.sh (installs Debian etcd-server)"
+    );
     let (client, peer) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client}");
     let mut cmd = Command::new(bin);
     cmd.args(["--name", "t1", "--data-dir"])
         .arg(logdir.join("etcd-data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
         .args(["--initial-cluster", &format!("t1=http://127.0.0.1:{peer}")])
-        .args(["--logger=zap", "--log-level=error", "--heartbeat-interval=10", "--election-timeout=100"]);
+        .args([
+            "--logger=zap",
+            "--log-level=error",
+            "--heartbeat-interval=10",
+            "--election-timeout=100",
+        ]);
     let mut p = Proc::spawn("etcd", cmd, logdir);
     let health = format!("127.0.0.1:{client}");
     wait_until("etcd", &mut p, Duration::from_secs(30), || {

@@ -8,15 +8,31 @@ use modelmesh_proto::inference::{
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Extra request metadata (e.g. `mm-model-id`).
+pub type Header = Option<(&'static str, tonic::metadata::AsciiMetadataValue)>;
+
+fn request(req: &ModelInferRequest, header: &Header) -> tonic::Request<ModelInferRequest> {
+    let mut r = tonic::Request::new(req.clone());
+    if let Some((k, v)) = header {
+        r.metadata_mut().insert(*k, v.clone());
+    }
+    r
+}
+
 /// Sends `n` requests one after another and records each latency.
-pub async fn sequential(ch: &Channel, req: &ModelInferRequest, n: usize) -> Summary {
+pub async fn sequential(
+    ch: &Channel,
+    req: &ModelInferRequest,
+    n: usize,
+    header: &Header,
+) -> Summary {
     let mut c = GrpcInferenceServiceClient::new(ch.clone());
     let mut lat = Vec::with_capacity(n);
     let mut errors = 0;
     let start = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        match c.model_infer(req.clone()).await {
+        match c.model_infer(request(req, header)).await {
             Ok(_) => lat.push(t.elapsed()),
             Err(_) => errors += 1,
         }
@@ -30,6 +46,7 @@ pub async fn concurrent(
     req: &ModelInferRequest,
     concurrency: usize,
     duration: Duration,
+    header: &Header,
 ) -> Summary {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
@@ -37,11 +54,12 @@ pub async fn concurrent(
     for _ in 0..concurrency {
         let mut c = GrpcInferenceServiceClient::new(ch.clone());
         let req = req.clone();
+        let header = header.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0usize);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match c.model_infer(req.clone()).await {
+                match c.model_infer(request(&req, &header)).await {
                     Ok(_) => lat.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }

@@ -2,6 +2,8 @@
 //! measured in the same run, and print ratios.
 
 mod load;
+mod mesh_vs_direct;
+mod procs;
 mod procstat;
 mod runtime_vs_triton;
 mod stats;
@@ -21,11 +23,15 @@ enum Scenario {
     /// ModelInfer latency and throughput of `modelmesh runtime` vs the real Triton serving the
     /// same ONNX model (python backend + onnxruntime), with the same Rust gRPC client.
     RuntimeVsTriton(runtime_vs_triton::Args),
+    /// ModelInfer straight to `modelmesh runtime` vs through the mesh sidecar (model loaded):
+    /// added latency p50/p99 and throughput ratio, same client, same run.
+    MeshVsDirect(mesh_vs_direct::Args),
 }
 
 /// Runs the chosen scenario.
 pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.scenario {
         Scenario::RuntimeVsTriton(a) => runtime_vs_triton::run(a).await,
+        Scenario::MeshVsDirect(a) => mesh_vs_direct::run(a).await,
     }
 }

@@ -3,6 +3,7 @@
 //! `model.py`: the configuration a user without GPU images would have.
 
 use super::load::{concurrent, sequential};
+use super::procs::{Server, channel, free_port, wait_ready};
 use super::procstat::{Usage, tree_usage};
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
@@ -12,9 +13,8 @@ use modelmesh_proto::inference::{
     model_infer_request::InferInputTensor,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Flags of the scenario.
 #[derive(Debug, clap::Args)]
@@ -55,51 +55,6 @@ class TritonPythonModel:
             out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output", y)]))
         return out
 "#;
-
-/// A server process, killed on drop.
-struct Server {
-    name: &'static str,
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn channel(port: u16) -> anyhow::Result<Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect_lazy())
-}
-
-async fn wait_ready(s: &mut Server, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let mut c = Client::new(channel(s.port)?);
-    loop {
-        if let Some(status) = s.child.try_wait()? {
-            bail!("{} exited during start-up ({status})", s.name);
-        }
-        if c.server_ready(pb::ServerReadyRequest {})
-            .await
-            .map(|r| r.into_inner().ready)
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} not ready after {timeout:?}", s.name);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn spawn_ours(repo: &Path, log: &Path) -> anyhow::Result<Server> {
     let port = free_port()?;
@@ -242,10 +197,17 @@ async fn measure(
         .first()
         .cloned()
         .unwrap_or_default();
-    sequential(&ch, req, 200).await; // warm-up
-    let seq = sequential(&ch, req, a.requests).await;
+    sequential(&ch, req, 200, &None).await; // warm-up
+    let seq = sequential(&ch, req, a.requests, &None).await;
     let before = tree_usage(s.child.id());
-    let conc = concurrent(&ch, req, a.concurrency, Duration::from_secs(a.seconds)).await;
+    let conc = concurrent(
+        &ch,
+        req,
+        a.concurrency,
+        Duration::from_secs(a.seconds),
+        &None,
+    )
+    .await;
     let usage = tree_usage(s.child.id());
     let cpu = usage.cpu_secs - before.cpu_secs;
     let cpu_per_req_us = if conc.ok > 0 {

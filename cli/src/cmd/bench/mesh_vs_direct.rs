@@ -1,0 +1,309 @@
+//! ModelInfer straight to `modelmesh runtime` vs through the mesh sidecar in front of it (model
+//! loaded), same client, same run: the mesh's added latency and its throughput ratio. All
+//! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
+
+use super::load::{Header, concurrent, sequential};
+use super::procs::{Server, channel, free_port, wait_ready};
+use super::procstat::tree_usage;
+use super::stats::{Summary, us};
+use anyhow::{Context, bail};
+use modelmesh_proto::inference::{
+    self as pb, InferTensorContents, model_infer_request::InferInputTensor,
+};
+use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags of the scenario.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Example model to serve (a directory of examples/models/repository).
+    #[arg(long, default_value = "tiny-regression")]
+    model: String,
+    /// Sequential requests for the latency run.
+    #[arg(long, default_value_t = 3000)]
+    requests: usize,
+    /// Concurrent request loops for the throughput run.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Checkout root holding examples/.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+}
+
+fn spawn(name: &'static str, args: &[String], port: u16, log: PathBuf) -> anyhow::Result<Server> {
+    let child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Server { name, child, port })
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+struct Run {
+    seq: Summary,
+    conc: Summary,
+}
+
+async fn measure(
+    port: u16,
+    req: &pb::ModelInferRequest,
+    header: Header,
+    a: &Args,
+) -> anyhow::Result<Run> {
+    let ch = channel(port)?;
+    sequential(&ch, req, 300, &header).await;
+    let seq = sequential(&ch, req, a.requests, &header).await;
+    let conc = concurrent(
+        &ch,
+        req,
+        a.concurrency,
+        Duration::from_secs(a.seconds),
+        &header,
+    )
+    .await;
+    if seq.errors + conc.errors > 0 {
+        bail!("{} requests failed", seq.errors + conc.errors);
+    }
+    Ok(Run { seq, conc })
+}
+
+/// Runs the scenario.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let root = a
+        .root
+        .canonicalize()
+        .with_context(|| format!("--root {}", a.root.display()))?;
+    let repo = root.join("examples/models/repository");
+    let ex: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("examples/models/expected.json"),
+    )?)?;
+    let input = &ex[&a.model]["inputs"][0];
+    if input["datatype"] != "FP32" {
+        bail!("model {}: the benchmark sends FP32 inputs only", a.model);
+    }
+    let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
+    let models = work.join("models");
+    std::fs::create_dir_all(models.join("_triton_models"))?;
+    let cfg = work.join("storage-config");
+    std::fs::create_dir_all(&cfg)?;
+    std::fs::write(
+        cfg.join("default"),
+        serde_json::json!({"type": "local", "root": repo}).to_string(),
+    )?;
+    let (rp, ap, mp) = (free_port()?, free_port()?, free_port()?);
+    let p = |x: &std::path::Path| x.display().to_string();
+    let mut runtime = spawn(
+        "runtime",
+        &[
+            s(&[
+                "runtime",
+                "--address",
+                "127.0.0.1",
+                "--log",
+                "warn",
+                "--grpc-port",
+            ]),
+            vec![
+                rp.to_string(),
+                "--model-repository".into(),
+                p(&models.join("_triton_models")),
+            ],
+        ]
+        .concat(),
+        rp,
+        work.join("runtime.log"),
+    )?;
+    let adapter = spawn(
+        "adapter",
+        &[
+            s(&[
+                "adapter",
+                "--server-type",
+                "triton",
+                "--log",
+                "warn",
+                "--runtime-host",
+                "127.0.0.1",
+                "--container-mem-req-bytes",
+                "1073741824",
+                "--use-embedded-puller",
+            ]),
+            vec![
+                "--adapter-port".into(),
+                ap.to_string(),
+                "--runtime-port".into(),
+                rp.to_string(),
+            ],
+            vec![
+                "--root-model-dir".into(),
+                p(&models),
+                "--storage-config-dir".into(),
+                p(&cfg),
+            ],
+        ]
+        .concat(),
+        ap,
+        work.join("adapter.log"),
+    )?;
+    let sidecar = spawn(
+        "sidecar",
+        &[
+            s(&[
+                "sidecar",
+                "--address",
+                "127.0.0.1",
+                "--log",
+                "warn",
+                "--kv-store",
+                "memory",
+                "--runtime-host",
+                "127.0.0.1",
+                "--rest-port",
+                "0",
+                "--probe-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ]),
+            vec![
+                "--grpc-port".into(),
+                mp.to_string(),
+                "--internal-grpc-port".into(),
+                ap.to_string(),
+                "--internal-serving-grpc-port".into(),
+                rp.to_string(),
+            ],
+        ]
+        .concat(),
+        mp,
+        work.join("sidecar.log"),
+    )?;
+    wait_ready(&mut runtime, Duration::from_secs(30)).await?;
+    let mut mgmt = ModelMeshClient::new(channel(mp)?);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = "bench-model";
+    loop {
+        let r = mgmt
+            .register_model(mm::RegisterModelRequest {
+                model_id: id.into(),
+                model_info: Some(mm::ModelInfo {
+                    r#type: "onnx".into(),
+                    path: a.model.clone(),
+                    key: "{}".into(),
+                }),
+                load_now: true,
+                sync: true,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(s) if s.get_ref().status == mm::model_status_info::ModelStatus::Loaded as i32 => {
+                break;
+            }
+            Ok(s) => bail!("model did not load: {:?}", s.into_inner()),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => bail!("mesh not ready: {e}"),
+        }
+    }
+    let data: Vec<f32> = input["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .map(|v| v as f32)
+        .collect();
+    let shape: Vec<i64> = input["shape"]
+        .as_array()
+        .context("shape")?
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    let req = pb::ModelInferRequest {
+        model_name: id.into(),
+        inputs: vec![InferInputTensor {
+            name: input["name"].as_str().unwrap_or("input").into(),
+            datatype: "FP32".into(),
+            shape,
+            contents: Some(InferTensorContents {
+                fp32_contents: data,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    eprintln!(
+        "measuring {} sequential requests and {} loops for {} s, direct then through the mesh",
+        a.requests, a.concurrency, a.seconds
+    );
+    let direct = measure(rp, &req, None, &a).await?;
+    let before = [
+        tree_usage(runtime.child.id()),
+        tree_usage(adapter.child.id()),
+        tree_usage(sidecar.child.id()),
+    ];
+    let header: Header = Some(("mm-model-id", id.parse()?));
+    let mesh = measure(mp, &req, header, &a).await?;
+    let after = [
+        tree_usage(runtime.child.id()),
+        tree_usage(adapter.child.id()),
+        tree_usage(sidecar.child.id()),
+    ];
+    let per_req = |i: usize| {
+        (after[i].cpu_secs - before[i].cpu_secs) / (mesh.seq.ok + mesh.conc.ok + 300).max(1) as f64
+            * 1e6
+    };
+
+    println!(
+        "\nModelInfer {} through the mesh vs straight to the runtime (Rust tonic client, 2 cores shared)",
+        a.model
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} | {:>10}",
+        "path", "p50", "p90", "p99", "p99.9", "req/s (c)"
+    );
+    for (name, r) in [("direct", &direct), ("mesh", &mesh)] {
+        println!(
+            "{name:<10} {:>9} {:>9} {:>9} {:>9} | {:>10.0}",
+            us(r.seq.quantile(0.5)),
+            us(r.seq.quantile(0.9)),
+            us(r.seq.quantile(0.99)),
+            us(r.seq.quantile(0.999)),
+            r.conc.throughput()
+        );
+    }
+    let added = |q: f64| {
+        mesh.seq.quantile(q).as_secs_f64() * 1e6 - direct.seq.quantile(q).as_secs_f64() * 1e6
+    };
+    println!(
+        "\nmesh added latency: p50 {:.0} µs, p99 {:.0} µs",
+        added(0.5),
+        added(0.99)
+    );
+    println!(
+        "throughput ratio (mesh / direct): {:.2}",
+        mesh.conc.throughput() / direct.conc.throughput().max(1e-9)
+    );
+    println!(
+        "CPU per request through the mesh: sidecar {:.0} µs, runtime {:.0} µs, adapter {:.0} µs; sidecar peak RSS {:.1} MiB",
+        per_req(2),
+        per_req(0),
+        per_req(1),
+        after[2].peak_rss as f64 / (1 << 20) as f64
+    );
+    drop((runtime, adapter, sidecar));
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
