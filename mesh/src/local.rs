@@ -147,6 +147,19 @@ impl LocalModels {
         self.lock().lru.ids_by_age()
     }
 
+    /// Fast path for requests: if a copy is loaded here, marks it used and returns true.
+    pub fn try_hit(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        let loaded = inner
+            .copies
+            .get(id)
+            .is_some_and(|tx| *tx.borrow() == CopyStatus::Loaded);
+        if loaded {
+            inner.lru.touch(id, now_ms());
+        }
+        loaded
+    }
+
     /// Marks a copy used now.
     pub fn touch(&self, id: &str) {
         self.lock().lru.touch(id, now_ms());
@@ -354,17 +367,8 @@ impl LocalModels {
     async fn fail(self: &Arc<Self>, id: &str, message: String) {
         tracing::warn!(model = id, error = %message, "model load failed");
         metrics::counter!("modelmesh_loadmodel_failure").increment(1);
-        {
-            let mut inner = self.lock();
-            inner.lru.remove(id);
-            if let Some(tx) = inner.copies.remove(id) {
-                tx.send_replace(CopyStatus::Failed(message.clone()));
-            }
-            inner
-                .failures
-                .insert(id.to_string(), (Instant::now(), message.clone()));
-            Self::publish_usage(&inner);
-        }
+        // Record the failure in the registry before telling waiters, so a status read right
+        // after the failed request already shows it.
         let me = self.cfg.instance_id.clone();
         let now = now_ms();
         let _ = self
@@ -385,6 +389,17 @@ impl LocalModels {
                 }
             })
             .await;
+        {
+            let mut inner = self.lock();
+            inner.lru.remove(id);
+            if let Some(tx) = inner.copies.remove(id) {
+                tx.send_replace(CopyStatus::Failed(message.clone()));
+            }
+            inner
+                .failures
+                .insert(id.to_string(), (Instant::now(), message.clone()));
+            Self::publish_usage(&inner);
+        }
         self.spawn_unload(id.to_string(), "load failed");
     }
 

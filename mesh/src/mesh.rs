@@ -253,6 +253,10 @@ impl Mesh {
 
     /// Loads a model here for a request and returns its record (NOT_FOUND if unregistered).
     pub async fn ensure_for_request(self: &Arc<Self>, id: &str) -> Result<(), MeshError> {
+        // A loaded copy is enough: unregistering a model removes its copy (registry watch).
+        if self.local.try_hit(id) {
+            return Ok(());
+        }
         let Some((rec, _)) = self.model(id).await? else {
             return Err(MeshError::ModelNotFound(id.to_string()));
         };

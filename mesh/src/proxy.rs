@@ -259,10 +259,17 @@ impl Router {
                 Err(e) => return Err(e.into()),
             }
             let payload = match info.method_infos.get(method) {
-                Some(path) if !path.is_empty() => Bytes::from(
-                    idpath::write_string(&body, path, &id)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
-                ),
+                // Splice only when the field does not already hold the id (saves a copy).
+                Some(path)
+                    if !path.is_empty()
+                        && idpath::read_string(&body, path).ok().flatten().as_deref()
+                            != Some(id.as_str()) =>
+                {
+                    Bytes::from(
+                        idpath::write_string(&body, path, &id)
+                            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                    )
+                }
                 _ => body.clone(),
             };
             let mut req = tonic::Request::from_parts(

@@ -19,8 +19,9 @@ pub fn model_status(rec: Option<&ModelRecord>, local: Option<&CopyStatus>) -> Mo
     let status = match local {
         Some(CopyStatus::Loaded) => ModelStatus::Loaded,
         Some(CopyStatus::Loading) => ModelStatus::Loading,
-        _ if !rec.instance_ids.is_empty() => ModelStatus::Loading,
+        // This pod's own failure is fresher than a registry copy that may still list it.
         Some(CopyStatus::Failed(_)) => ModelStatus::LoadingFailed,
+        _ if !rec.instance_ids.is_empty() => ModelStatus::Loading,
         None if !rec.failed_in.is_empty() => ModelStatus::LoadingFailed,
         None => ModelStatus::NotLoaded,
     };
