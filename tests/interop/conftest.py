@@ -62,16 +62,47 @@ def runtime(tmp_path):
         log.close()
 
 
-@pytest.fixture
-def mesh_up(tmp_path):
-    """`modelmesh up` on examples/ (free ports); yields (grpc address, rest address)."""
+def start_etcd(tmp_path):
+    """A real etcd (Debian etcd-server) on free ports; returns (process, client URL)."""
+    import urllib.request
+    client, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{client}"
+    proc = subprocess.Popen(
+        ["etcd", "--name", "t1", "--data-dir", str(tmp_path / "etcd"),
+         "--listen-client-urls", url, "--advertise-client-urls", url,
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"t1=http://127.0.0.1:{peer}", "--logger=zap", "--log-level=error",
+         "--heartbeat-interval=10", "--election-timeout=100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
+                return proc, url
+        except Exception:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("etcd did not become healthy")
+        time.sleep(0.05)
+
+
+@pytest.fixture(params=["memory", "etcd"])
+def mesh_up(request, tmp_path):
+    """`modelmesh up` on examples/ (free ports), with the embedded store or a real etcd;
+    yields (grpc address, rest address)."""
     grpc_port, rest_port = free_port(), free_port()
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
+    etcd = None
+    kv = []
+    if request.param == "etcd":
+        etcd, url = start_etcd(tmp_path)
+        kv = ["--kv-store", f"etcd:{url}"]
     proc = subprocess.Popen(
         [modelmesh_bin(), "up", "--predictors", os.path.join(ROOT, "examples", "predictors"),
          "--models", os.path.join(ROOT, "examples", "models"),
-         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *kv],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -86,3 +117,6 @@ def mesh_up(tmp_path):
         proc.kill()
         proc.wait()
         log.close()
+        if etcd is not None:
+            etcd.kill()
+            etcd.wait()

@@ -48,6 +48,9 @@ pub struct Args {
     /// Keep registrations in this file across restarts (default: in memory only).
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Use this KV store instead of the embedded one (e.g. etcd:http://127.0.0.1:2379).
+    #[arg(long)]
+    kv_store: Option<String>,
     /// Prometheus port (0 = off).
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
@@ -134,7 +137,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // The mesh.
     let cfg = SidecarConfig {
         service_name: "modelmesh-up".into(),
-        kv: KvConfig::Memory(a.state.clone()),
+        kv: match &a.kv_store {
+            Some(v) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
+            None => KvConfig::Memory(a.state.clone()),
+        },
         kv_prefix: "mm".into(),
         instance_id: "local".into(),
         grpc_addr: SocketAddr::new(a.address, a.grpc_port),
