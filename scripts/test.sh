@@ -26,5 +26,5 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-step "Python interop tests (real tritonclient against modelmesh runtime)"
+step "Python interop tests (real tritonclient and grpcurl against modelmesh runtime and the mesh)"
 MODELMESH_BIN=target/debug/modelmesh .venv/bin/python -m pytest -q tests/interop

@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 pub const METHOD_INFOS: &[&str] = &[
     "inference.GRPCInferenceService/ModelInfer",
     "inference.GRPCInferenceService/ModelMetadata",
+    // Beyond upstream: the mesh can proxy this bidirectional stream.
+    "inference.GRPCInferenceService/ModelStreamInfer",
 ];
 
 /// The adapter: a ModelRuntime in front of one model server.

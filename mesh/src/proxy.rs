@@ -329,6 +329,75 @@ impl Router {
     }
 }
 
+/// Methods proxied as bidirectional streams (everything else is unary).
+pub const STREAMING_METHODS: &[&str] = &["inference.GRPCInferenceService/ModelStreamInfer"];
+
+impl Router {
+    /// Routes a streaming call: the model is resolved from the headers or the first message,
+    /// loaded here if needed, and every message is forwarded (with the id spliced in) on one
+    /// runtime stream; responses flow back as they come.
+    pub async fn streaming(
+        &self,
+        method: &str,
+        md: MetadataMap,
+        mut inbound: tonic::Streaming<Bytes>,
+    ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, Status> {
+        use futures::StreamExt;
+        let first = match inbound.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(s)) => return Err(s),
+            None => {
+                return Err(Status::invalid_argument(
+                    "stream closed before its first message",
+                ));
+            }
+        };
+        let target = find_target(method, &md, &first, &self.dataplane)?;
+        let id = self.resolve(&target)?;
+        self.mesh.ensure_for_request(&id).await?;
+        let path_spec = self
+            .mesh
+            .local
+            .runtime_info()
+            .method_infos
+            .get(method)
+            .cloned()
+            .unwrap_or_default();
+        let splice = move |m: Bytes, id: &str| -> Bytes {
+            if path_spec.is_empty() {
+                return m;
+            }
+            match idpath::write_string(&m, &path_spec, id) {
+                Ok(v) => Bytes::from(v),
+                // A malformed message is passed through; the runtime answers it.
+                Err(_) => m,
+            }
+        };
+        let first = splice(first, &id);
+        let rest_id = id.clone();
+        let outbound =
+            futures::stream::once(async move { first }).chain(inbound.filter_map(move |m| {
+                let out = m.ok().map(|m| splice(m, &rest_id));
+                async move { out }
+            }));
+        let req = tonic::Request::from_parts(
+            runtime_headers(&md, &id),
+            tonic::Extensions::default(),
+            outbound,
+        );
+        let path = http::uri::PathAndQuery::from_str(&format!("/{method}"))
+            .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))?;
+        let mut grpc = tonic::client::Grpc::new(self.data.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
+        self.mesh.local.touch(&id);
+        grpc.streaming(req, path, RawCodec).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,31 @@ use tonic::{Request, Response, Status};
 /// Default largest request accepted (`MM_SVC_GRPC_MAX_MSG_SIZE`): 16 MiB, as upstream.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+struct ProxyStream {
+    router: Arc<Router>,
+    method: String,
+}
+
+type RawStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl tonic::server::StreamingService<Bytes> for ProxyStream {
+    type Response = Bytes;
+    type ResponseStream = RawStream;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RawStream>, Status>> + Send>>;
+
+    fn call(&mut self, req: Request<tonic::Streaming<Bytes>>) -> Self::Future {
+        let (router, method) = (self.router.clone(), self.method.clone());
+        Box::pin(async move {
+            let (md, _, inbound) = req.into_parts();
+            let resp = router.streaming(&method, md, inbound).await?;
+            let (rmd, stream, _) = resp.into_parts();
+            let mut out = Response::new(Box::pin(stream) as RawStream);
+            *out.metadata_mut() = rmd;
+            Ok(out)
+        })
+    }
+}
+
 struct ProxyCall {
     router: Arc<Router>,
     method: String,
@@ -52,6 +77,12 @@ pub fn routes(router: Arc<Router>, max_message: usize) -> axum::Router {
                 let mut grpc = Grpc::new(RawCodec)
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX);
+                if crate::proxy::STREAMING_METHODS.contains(&method.as_str()) {
+                    return grpc
+                        .streaming(ProxyStream { router, method }, req)
+                        .await
+                        .map(Body::new);
+                }
                 let resp = grpc.unary(ProxyCall { router, method }, req).await;
                 resp.map(Body::new)
             }

@@ -95,3 +95,21 @@ def test_rest_with_plain_http(mesh_up):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(bad)
     assert e.value.code == 400
+
+
+def test_stream_infer_through_the_mesh(mesh_up):
+    """Triton's bidirectional ModelStreamInfer, proxied by the mesh (upstream cannot)."""
+    import queue
+    grpc_addr, _ = mesh_up
+    results = queue.Queue()
+    c = grpcclient.InferenceServerClient(url=grpc_addr)
+    c.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        for _ in range(3):
+            c.async_stream_infer("tiny-regression", inputs_for("tiny-regression"))
+        got = [results.get(timeout=20) for _ in range(3)]
+    finally:
+        c.stop_stream()
+    for result, error in got:
+        assert error is None, error
+        check(result, "tiny-regression")
