@@ -312,11 +312,11 @@ impl Router {
         }
     }
 
-    async fn call(
+    /// A ready client to the runtime's data endpoint, and the method's path.
+    async fn client(
         &self,
         method: &str,
-        req: tonic::Request<Bytes>,
-    ) -> Result<tonic::Response<Bytes>, Status> {
+    ) -> Result<(tonic::client::Grpc<Channel>, http::uri::PathAndQuery), Status> {
         let path = http::uri::PathAndQuery::from_str(&format!("/{method}"))
             .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))?;
         let mut grpc = tonic::client::Grpc::new(self.data.clone())
@@ -325,6 +325,15 @@ impl Router {
         grpc.ready()
             .await
             .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
+        Ok((grpc, path))
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        req: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, Status> {
+        let (mut grpc, path) = self.client(method).await?;
         grpc.unary(req, path, RawCodec).await
     }
 }
@@ -385,14 +394,7 @@ impl Router {
             tonic::Extensions::default(),
             outbound,
         );
-        let path = http::uri::PathAndQuery::from_str(&format!("/{method}"))
-            .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))?;
-        let mut grpc = tonic::client::Grpc::new(self.data.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
+        let (mut grpc, path) = self.client(method).await?;
         self.mesh.local.touch(&id);
         grpc.streaming(req, path, RawCodec).await
     }

@@ -3,13 +3,11 @@
 //! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
 
 use super::load::{Header, concurrent, sequential};
-use super::procs::{Server, channel, free_port, wait_ready};
+use super::procs::{Server, channel, example_request, free_port, wait_ready};
 use super::procstat::tree_usage;
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
-use modelmesh_proto::inference::{
-    self as pb, InferTensorContents, model_infer_request::InferInputTensor,
-};
+use modelmesh_proto::inference as pb;
 use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -84,13 +82,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("--root {}", a.root.display()))?;
     let repo = root.join("examples/models/repository");
-    let ex: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        root.join("examples/models/expected.json"),
-    )?)?;
-    let input = &ex[&a.model]["inputs"][0];
-    if input["datatype"] != "FP32" {
-        bail!("model {}: the benchmark sends FP32 inputs only", a.model);
-    }
+    // Fails early (before starting anything) if the example is not usable.
+    example_request(&root, &a.model)?;
     let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
     let models = work.join("models");
     std::fs::create_dir_all(models.join("_triton_models"))?;
@@ -217,33 +210,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Err(e) => bail!("mesh not ready: {e}"),
         }
     }
-    let data: Vec<f32> = input["data"]
-        .as_array()
-        .context("data")?
-        .iter()
-        .filter_map(|v| v.as_f64())
-        .map(|v| v as f32)
-        .collect();
-    let shape: Vec<i64> = input["shape"]
-        .as_array()
-        .context("shape")?
-        .iter()
-        .filter_map(|v| v.as_i64())
-        .collect();
-    let req = pb::ModelInferRequest {
-        model_name: id.into(),
-        inputs: vec![InferInputTensor {
-            name: input["name"].as_str().unwrap_or("input").into(),
-            datatype: "FP32".into(),
-            shape,
-            contents: Some(InferTensorContents {
-                fp32_contents: data,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let mut req = example_request(&root, &a.model)?;
+    req.model_name = id.into();
     eprintln!(
         "measuring {} sequential requests and {} loops for {} s, direct then through the mesh",
         a.requests, a.concurrency, a.seconds

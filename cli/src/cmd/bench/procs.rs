@@ -1,9 +1,12 @@
 //! Starting and stopping the processes a benchmark measures.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use modelmesh_proto::inference::{
-    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient as Client,
+    self as pb, InferTensorContents,
+    grpc_inference_service_client::GrpcInferenceServiceClient as Client,
+    model_infer_request::InferInputTensor,
 };
+use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -57,4 +60,42 @@ pub async fn wait_ready(s: &mut Server, timeout: Duration) -> anyhow::Result<()>
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A request with the example's input.
+pub fn example_request(root: &Path, model: &str) -> anyhow::Result<pb::ModelInferRequest> {
+    let text = std::fs::read_to_string(root.join("examples/models/expected.json"))
+        .context("reading expected.json")?;
+    let ex: serde_json::Value = serde_json::from_str(&text)?;
+    let input = &ex[model]["inputs"][0];
+    if input["datatype"] != "FP32" {
+        bail!("model {model}: the benchmark sends FP32 inputs only");
+    }
+    let data: Vec<f32> = input["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .map(|v| v as f32)
+        .collect();
+    let shape: Vec<i64> = input["shape"]
+        .as_array()
+        .context("shape")?
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    Ok(pb::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: input["name"].as_str().unwrap_or("input").into(),
+            datatype: "FP32".into(),
+            shape,
+            contents: Some(InferTensorContents {
+                fp32_contents: data,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
 }

@@ -3,14 +3,12 @@
 //! `model.py`: the configuration a user without GPU images would have.
 
 use super::load::{concurrent, sequential};
-use super::procs::{Server, channel, free_port, wait_ready};
+use super::procs::{Server, channel, example_request as request, free_port, wait_ready};
 use super::procstat::{Usage, tree_usage};
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
 use modelmesh_proto::inference::{
-    self as pb, InferTensorContents,
-    grpc_inference_service_client::GrpcInferenceServiceClient as Client,
-    model_infer_request::InferInputTensor,
+    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient as Client,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -132,44 +130,6 @@ fn spawn_triton(root: &Path, repo: &Path, log: &Path) -> anyhow::Result<Server> 
         name: "triton",
         child,
         port,
-    })
-}
-
-/// A request with the example's input.
-fn request(root: &Path, model: &str) -> anyhow::Result<pb::ModelInferRequest> {
-    let text = std::fs::read_to_string(root.join("examples/models/expected.json"))
-        .context("reading expected.json")?;
-    let ex: serde_json::Value = serde_json::from_str(&text)?;
-    let input = &ex[model]["inputs"][0];
-    if input["datatype"] != "FP32" {
-        bail!("model {model}: the benchmark sends FP32 inputs only");
-    }
-    let data: Vec<f32> = input["data"]
-        .as_array()
-        .context("data")?
-        .iter()
-        .filter_map(|v| v.as_f64())
-        .map(|v| v as f32)
-        .collect();
-    let shape: Vec<i64> = input["shape"]
-        .as_array()
-        .context("shape")?
-        .iter()
-        .filter_map(|v| v.as_i64())
-        .collect();
-    Ok(pb::ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![InferInputTensor {
-            name: input["name"].as_str().unwrap_or("input").into(),
-            datatype: "FP32".into(),
-            shape,
-            contents: Some(InferTensorContents {
-                fp32_contents: data,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
     })
 }
 
