@@ -674,3 +674,134 @@ async fn oversized_requests_are_refused_and_the_mesh_keeps_serving() {
         .into_inner();
     assert_outputs_match(&response_json(&r), &ex["tiny-regression"]["outputs"]);
 }
+
+#[tokio::test]
+async fn management_api_semantics_match_upstream() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &["--default-vmodel-owner", "dflt"]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    register(&mut mgmt, "a", "tiny-regression").await;
+    // Idempotent re-registration; conflicting attributes are ALREADY_EXISTS.
+    register(&mut mgmt, "a", "tiny-regression").await;
+    let set = |vid: &str, target: &str| mm::SetVModelRequest {
+        v_model_id: vid.into(),
+        target_model_id: target.into(),
+        ..Default::default()
+    };
+    // No modelInfo and an unknown target: NOT_FOUND naming it.
+    let e = mgmt.set_v_model(set("v", "missing")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("missing"), "{}", e.message());
+    // updateOnly on an absent vmodel.
+    let mut r = set("v", "a");
+    r.update_only = true;
+    assert_eq!(
+        mgmt.set_v_model(r).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let s = mgmt
+        .set_v_model(set("v", "a"))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(s.owner, "dflt", "default owner applied");
+    // The model is referenced: it cannot be unregistered.
+    let e = mgmt
+        .unregister_model(mm::UnregisterModelRequest {
+            model_id: "a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::FailedPrecondition, "Model a has referents")
+    );
+    // Owner mismatch.
+    let mut r = set("v", "a");
+    r.owner = "someone-else".into();
+    assert_eq!(
+        mgmt.set_v_model(r).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    // expectedTargetModelId precondition.
+    register(&mut mgmt, "b", "tiny-regression").await;
+    let mut r = set("v", "b");
+    r.expected_target_model_id = "not-a".into();
+    assert_eq!(
+        mgmt.set_v_model(r).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // force switches at once, even though b is not loaded.
+    let mut r = set("v", "b");
+    r.expected_target_model_id = "a".into();
+    r.force = true;
+    let s = mgmt.set_v_model(r).await.expect("force").into_inner();
+    assert_eq!(
+        (s.active_model_id.as_str(), s.target_model_id.as_str()),
+        ("b", "b")
+    );
+    // a was registered directly (no autoDelete): it stays, and is free to unregister now.
+    mgmt.unregister_model(mm::UnregisterModelRequest {
+        model_id: "a".into(),
+    })
+    .await
+    .expect("unregister a");
+    // Status of absent things.
+    let s = mgmt
+        .get_v_model_status(mm::GetVModelStatusRequest {
+            v_model_id: "nope".into(),
+            owner: String::new(),
+        })
+        .await
+        .expect("status");
+    assert_eq!(
+        s.into_inner().status,
+        mm::v_model_status_info::VModelStatus::NotFound as i32
+    );
+    let s = mgmt
+        .get_v_model_status(mm::GetVModelStatusRequest {
+            v_model_id: "v".into(),
+            owner: "other".into(),
+        })
+        .await
+        .expect("status");
+    assert_eq!(
+        s.into_inner().status,
+        mm::v_model_status_info::VModelStatus::NotFound as i32,
+        "other owner sees nothing"
+    );
+    // deleteVModel with another owner is a silent no-op.
+    mgmt.delete_v_model(mm::DeleteVModelRequest {
+        v_model_id: "v".into(),
+        owner: "other".into(),
+    })
+    .await
+    .expect("no-op");
+    assert_eq!(
+        mgmt.get_v_model_status(mm::GetVModelStatusRequest {
+            v_model_id: "v".into(),
+            owner: String::new()
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .active_model_id,
+        "b"
+    );
+    mgmt.delete_v_model(mm::DeleteVModelRequest {
+        v_model_id: "v".into(),
+        owner: "dflt".into(),
+    })
+    .await
+    .expect("delete");
+    mgmt.unregister_model(mm::UnregisterModelRequest {
+        model_id: "b".into(),
+    })
+    .await
+    .expect("b unreferenced now");
+    // Unregistering an absent model is a no-op.
+    mgmt.unregister_model(mm::UnregisterModelRequest {
+        model_id: "never".into(),
+    })
+    .await
+    .expect("absent");
+}
