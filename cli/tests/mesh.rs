@@ -637,6 +637,11 @@ async fn same_flow_on_a_real_etcd() {
         "{text}"
     );
     assert!(text.contains(r#""instanceIds":{"pod-1""#), "{text}");
+    assert!(
+        text.contains("/mm/modelmesh-serving/instances/pod-1"),
+        "instance record published: {text}"
+    );
+    assert!(text.contains(r#""cap":131072"#), "{text}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod dataplane;
 pub mod error;
 pub mod idpath;
+pub mod instance;
 pub mod kv;
 pub mod load_queue;
 pub mod local;

@@ -160,6 +160,11 @@ impl LocalModels {
         loaded
     }
 
+    /// Last-used time of the least recently used copy (u64::MAX when empty).
+    pub fn lru_time(&self) -> u64 {
+        self.lock().lru.lru_time()
+    }
+
     /// Marks a copy used now.
     pub fn touch(&self, id: &str) {
         self.lock().lru.touch(id, now_ms());

@@ -111,6 +111,17 @@ pub struct Sidecar {
     rest: Option<tokio::net::TcpListener>,
     max_message: usize,
     ready: Arc<AtomicBool>,
+    shutting_down: Arc<AtomicBool>,
+    _publisher: AbortOnDrop,
+}
+
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Sidecar {
@@ -161,6 +172,7 @@ impl Sidecar {
         let mut lc = LocalConfig::new(cfg.instance_id.clone());
         lc.failure_expiry = cfg.load_failure_expiry;
         let local = LocalModels::new(lc, runtime, info, registry.clone());
+        let (store_for_instances, instance_layout) = (store.clone(), layout.clone());
         let mesh = Mesh::start(
             store,
             layout,
@@ -170,6 +182,14 @@ impl Sidecar {
         )
         .await
         .map_err(|e| SidecarError::Startup(format!("cannot start the mesh: {e}")))?;
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let publisher = crate::instance::spawn_publisher(
+            store_for_instances,
+            &instance_layout,
+            mesh.local.clone(),
+            shutting_down.clone(),
+            Duration::from_secs(5),
+        );
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(Router::new(mesh.clone(), data, cfg.dataplane.clone()));
         Ok(Sidecar {
@@ -180,6 +200,8 @@ impl Sidecar {
             rest,
             max_message: cfg.max_message,
             ready: Arc::new(AtomicBool::new(true)),
+            shutting_down,
+            _publisher: AbortOnDrop(publisher),
         })
     }
 
@@ -256,6 +278,7 @@ impl Sidecar {
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grx = rx.clone();
         let ready = self.ready.clone();
+        let shutting_down = self.shutting_down.clone();
         let grpc = tonic::transport::Server::builder()
             .initial_connection_window_size(4 << 20)
             .initial_stream_window_size(4 << 20)
@@ -267,6 +290,7 @@ impl Sidecar {
         tokio::spawn(async move {
             shutdown.await;
             ready.store(false, Ordering::Relaxed);
+            shutting_down.store(true, Ordering::Relaxed);
             tracing::info!("shutting down: no new requests; finishing in-flight ones");
             let _ = tx.send(true);
         });

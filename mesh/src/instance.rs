@@ -1,0 +1,79 @@
+//! This pod's instance record (`.../instances/<instanceId>`): capacity, use, copies and the LRU
+//! time, bound to a lease so it disappears when the pod does. Republished every few seconds.
+
+use crate::kv::{KvError, KvStore, LeaseKeeper, Op};
+use crate::local::{LocalModels, now_ms};
+use crate::registry::Layout;
+use crate::registry::records::InstanceRecord;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Lease TTL of the instance record, in seconds.
+pub const LEASE_TTL_SECS: i64 = 20;
+
+/// The record describing this pod now.
+pub fn record(local: &LocalModels, started: u64, shutting_down: bool) -> InstanceRecord {
+    let (cap, used, _, count) = local.usage();
+    let unit = crate::cache::UNIT_BYTES;
+    InstanceRecord {
+        start_time: started,
+        capacity: (cap / unit) as i64,
+        used: (used / unit) as i64,
+        count: count as i64,
+        lru_time: local.lru_time(),
+        loading_threads: i64::from(local.runtime_info().max_loading_concurrency),
+        shutdown: shutting_down,
+        ..Default::default()
+    }
+}
+
+/// Publishes the record under a lease every `every` until the task is dropped; `shutdown` is
+/// reflected in the next publication.
+pub fn spawn_publisher(
+    store: Arc<dyn KvStore>,
+    layout: &Layout,
+    local: Arc<LocalModels>,
+    shutdown: Arc<AtomicBool>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let key = format!("{}{}", layout.instances(), local.instance_id());
+    let started = now_ms();
+    tokio::spawn(async move {
+        let mut keeper: Option<LeaseKeeper> = None;
+        loop {
+            let lease = match &keeper {
+                Some(k) => k.lease,
+                None => match store.grant_lease(LEASE_TTL_SECS).await {
+                    Ok(id) => {
+                        keeper = Some(LeaseKeeper::start(store.clone(), id, LEASE_TTL_SECS));
+                        id
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot create the instance lease; retrying");
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                },
+            };
+            let rec = record(&local, started, shutdown.load(Ordering::Relaxed));
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            match store
+                .txn(
+                    vec![],
+                    vec![Op::Put {
+                        key: key.clone(),
+                        value,
+                        lease,
+                    }],
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(KvError::LeaseNotFound(_)) => keeper = None,
+                Err(e) => tracing::warn!(error = %e, "cannot publish the instance record"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
