@@ -810,3 +810,24 @@ async fn management_api_semantics_match_upstream() {
     .await
     .expect("absent");
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_sidecar_cleanly() {
+    let mut pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    register(&mut mgmt, "t", "tiny-regression").await;
+    drop(mgmt);
+    pod.sidecar.stop(Duration::from_secs(15));
+    let status = pod
+        .sidecar
+        .child
+        .try_wait()
+        .expect("wait")
+        .expect("exited after SIGTERM");
+    assert!(
+        status.success(),
+        "sidecar exit status {status}; log:\n{}",
+        pod.sidecar.log_text()
+    );
+    assert!(pod.sidecar.log_text().contains("mesh stopped"));
+}

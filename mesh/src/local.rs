@@ -258,7 +258,7 @@ impl LocalModels {
             inner.copies.remove(v);
         }
         let (tx, rx) = watch::channel(CopyStatus::Loading);
-        inner.copies.insert(id.to_string(), tx);
+        inner.copies.insert(id.to_string(), tx.clone());
         Self::publish_usage(&inner);
         drop(inner);
         for v in victims {
@@ -268,11 +268,26 @@ impl LocalModels {
         }
         let this = self.clone();
         let (id, rec) = (id.to_string(), rec.clone());
-        tokio::spawn(async move { this.run_load(id, rec, priority).await });
+        tokio::spawn(async move { this.run_load(id, rec, priority, tx).await });
         Ok(Some(rx))
     }
 
-    async fn run_load(self: Arc<Self>, id: String, rec: ModelRecord, priority: Priority) {
+    /// Whether `mine` is still the copy registered for `id` (a copy removed and re-admitted
+    /// while this load ran is a different generation and must not be touched by it).
+    fn is_current(&self, id: &str, mine: &watch::Sender<CopyStatus>) -> bool {
+        self.lock()
+            .copies
+            .get(id)
+            .is_some_and(|c| c.same_channel(mine))
+    }
+
+    async fn run_load(
+        self: Arc<Self>,
+        id: String,
+        rec: ModelRecord,
+        priority: Priority,
+        mine: watch::Sender<CopyStatus>,
+    ) {
         let queued = Instant::now();
         let deadline = Instant::now() + self.cfg.space_wait;
         // A load of an id whose unload is still running waits for it (never load twice).
@@ -290,7 +305,11 @@ impl LocalModels {
             }
             if Instant::now() >= deadline {
                 return self
-                    .fail(&id, "timed out waiting for evicted models to unload".into())
+                    .fail(
+                        &id,
+                        "timed out waiting for evicted models to unload".into(),
+                        &mine,
+                    )
                     .await;
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
@@ -313,10 +332,14 @@ impl LocalModels {
             .await;
         match reg {
             Ok(Some(_)) => {}
-            Ok(None) => return self.fail(&id, format!("model {id} was unregistered")).await,
+            Ok(None) => {
+                return self
+                    .fail(&id, format!("model {id} was unregistered"), &mine)
+                    .await;
+            }
             Err(e) => {
                 return self
-                    .fail(&id, format!("cannot register the copy: {e}"))
+                    .fail(&id, format!("cannot register the copy: {e}"), &mine)
                     .await;
             }
         }
@@ -337,18 +360,43 @@ impl LocalModels {
                 } else {
                     size
                 };
-                let mut inner = self.lock();
-                let Some(tx) = inner.copies.get(&id).cloned() else {
-                    drop(inner);
-                    // Removed while loading (unregistered or evicted): do not leak it.
-                    return self.spawn_unload(id, "removed while loading");
-                };
-                let victims = inner.lru.loaded(&id, units(size)).unwrap_or_default();
-                for v in &victims {
-                    inner.copies.remove(v);
+                // Decide under the lock, act (including any await) after releasing it.
+                enum Next {
+                    Superseded,
+                    Removed,
+                    TooBig(String),
+                    Loaded(Vec<String>),
                 }
-                Self::publish_usage(&inner);
-                drop(inner);
+                let next = {
+                    let mut inner = self.lock();
+                    match inner.copies.get(&id) {
+                        Some(c) if !c.same_channel(&mine) => Next::Superseded,
+                        None => Next::Removed,
+                        Some(_) => match inner.lru.loaded(&id, units(size)) {
+                            Err(e) => Next::TooBig(e.to_string()),
+                            Ok(victims) => {
+                                for v in &victims {
+                                    inner.copies.remove(v);
+                                }
+                                Self::publish_usage(&inner);
+                                Next::Loaded(victims)
+                            }
+                        },
+                    }
+                };
+                let victims = match next {
+                    // A newer copy of this id took over; its own load finishes it.
+                    Next::Superseded => return,
+                    // Removed while loading (unregistered or evicted): do not leak it.
+                    Next::Removed => return self.spawn_unload(id, "removed while loading"),
+                    Next::TooBig(e) => {
+                        let msg =
+                            format!("model {id} is {size} bytes once loaded and does not fit: {e}");
+                        return self.fail(&id, msg, &mine).await;
+                    }
+                    Next::Loaded(v) => v,
+                };
+                let tx = mine.clone();
                 tx.send_replace(CopyStatus::Loaded);
                 tracing::info!(model = %id, bytes = size, millis = format!("{ms:.1}"), "model loaded");
                 for v in victims {
@@ -356,20 +404,27 @@ impl LocalModels {
                     self.spawn_unload(v, "evicted");
                 }
             }
-            Ok(Err(e)) => self.fail(&id, e.to_string()).await,
+            Ok(Err(e)) => self.fail(&id, e.to_string(), &mine).await,
             Err(_) => {
                 let msg = format!(
                     "Load of model {id} timed out after {:?}",
                     self.info.load_timeout
                 );
-                self.fail(&id, msg).await
+                self.fail(&id, msg, &mine).await
             }
         }
     }
 
     /// Records a failed load: the copy is dropped, the failure remembered and registered, and the
     /// runtime is told to unload whatever it may hold.
-    async fn fail(self: &Arc<Self>, id: &str, message: String) {
+    async fn fail(self: &Arc<Self>, id: &str, message: String, mine: &watch::Sender<CopyStatus>) {
+        if !self.is_current(id, mine) {
+            // Removed (or replaced) while loading: not this copy's failure to record.
+            if !self.lock().copies.contains_key(id) {
+                self.spawn_unload(id.to_string(), "removed while loading");
+            }
+            return;
+        }
         tracing::warn!(model = id, error = %message, "model load failed");
         metrics::counter!("modelmesh_loadmodel_failure").increment(1);
         // Record the failure in the registry before telling waiters, so a status read right
@@ -396,6 +451,9 @@ impl LocalModels {
             .await;
         {
             let mut inner = self.lock();
+            if !inner.copies.get(id).is_some_and(|c| c.same_channel(mine)) {
+                return;
+            }
             inner.lru.remove(id);
             if let Some(tx) = inner.copies.remove(id) {
                 tx.send_replace(CopyStatus::Failed(message.clone()));
@@ -427,6 +485,16 @@ impl LocalModels {
     /// The runtime no longer has this model (it answered NOT_FOUND): forget the copy without
     /// an unload so the next request loads it again.
     pub async fn forget(self: &Arc<Self>, id: &str) {
+        // Only a loaded copy can have been lost; a copy loading again (another request
+        // already noticed) must be left alone.
+        if !self
+            .lock()
+            .copies
+            .get(id)
+            .is_some_and(|c| *c.borrow() == CopyStatus::Loaded)
+        {
+            return;
+        }
         {
             let mut inner = self.lock();
             inner.lru.remove(id);

@@ -18,6 +18,8 @@ const AGE_LOAD_NOW_MS: u64 = 3_600_000;
 const AGE_DEFAULT_MS: u64 = 6 * 3_600_000;
 /// Longest a sync setVModel waits for its transition.
 const SYNC_TRANSITION_WAIT: Duration = Duration::from_secs(240);
+/// How often vmodels still in transition are retried.
+const TRANSITION_SWEEP: Duration = Duration::from_secs(30);
 
 /// The mesh.
 pub struct Mesh {
@@ -30,6 +32,21 @@ pub struct Mesh {
     /// This pod's copies.
     pub local: Arc<LocalModels>,
     default_owner: String,
+    /// VModels whose transition task is running.
+    transitions: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Removes a vmodel from the running-transitions set when its task ends.
+struct TransitionGuard(Arc<Mesh>, String);
+
+impl Drop for TransitionGuard {
+    fn drop(&mut self) {
+        self.0
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 fn nonempty(what: &str, v: &str) -> Result<(), MeshError> {
@@ -85,23 +102,47 @@ impl Mesh {
             vmodels,
             local,
             default_owner,
+            transitions: Default::default(),
         });
         let mut changes = mesh.registry.subscribe();
         let weak = Arc::downgrade(&mesh);
         tokio::spawn(async move {
-            while let Ok(c) = changes.recv().await {
+            loop {
+                let c = match changes.recv().await {
+                    Ok(c) => c,
+                    // Missed notices: drop every local copy whose model is gone.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let Some(m) = weak.upgrade() else { return };
+                        for id in m.local.ids_by_age() {
+                            if m.registry.get(&id).is_none() {
+                                m.local.remove(&id, "unregistered");
+                            }
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
+                };
                 let Some(m) = weak.upgrade() else { return };
                 if let Change::Delete(id) = c {
                     m.local.remove(&id, "unregistered");
                 }
             }
         });
-        // Finish transitions left in progress by a previous run.
-        for (id, vm) in mesh.vmodels.list() {
-            if vm.in_transition() {
-                mesh.spawn_transition(id);
+        // Finish transitions left in progress by a previous run, and retry stuck ones (a
+        // failed target may load later, e.g. once its failure record expires).
+        let weak = Arc::downgrade(&mesh);
+        tokio::spawn(async move {
+            loop {
+                let Some(m) = weak.upgrade() else { return };
+                for (id, vm) in m.vmodels.list() {
+                    if vm.in_transition() {
+                        m.spawn_transition(id);
+                    }
+                }
+                drop(m);
+                tokio::time::sleep(TRANSITION_SWEEP).await;
             }
-        }
+        });
         Ok(mesh)
     }
 
@@ -244,9 +285,14 @@ impl Mesh {
     }
 
     /// Resolves a vmodel to its active model id.
-    pub fn resolve_vmodel(&self, vmodel: &str) -> Result<String, MeshError> {
+    pub async fn resolve_vmodel(&self, vmodel: &str) -> Result<String, MeshError> {
+        if let Some((vm, _)) = self.vmodels.get(vmodel) {
+            return Ok(vm.active);
+        }
+        // Not in the local copy (yet): a strong read, as upstream does.
         self.vmodels
-            .get(vmodel)
+            .get_strong(vmodel)
+            .await?
             .map(|(vm, _)| vm.active)
             .ok_or_else(|| MeshError::VModelNotFound(vmodel.to_string()))
     }
@@ -330,6 +376,7 @@ impl Mesh {
         let (vid, tid) = (req.v_model_id.clone(), req.target_model_id.clone());
         let mut transition = false;
         let mut needs_copy = req.load_now;
+        let mut written = false;
         for _attempt in 0..50 {
             let vm = self.vmodels.get_strong(&vid).await?;
             let target = self.registry.get_strong(&tid).await?;
@@ -368,6 +415,7 @@ impl Mesh {
                     if v.target == tid {
                         // Nothing to change.
                         transition = v.in_transition();
+                        written = true;
                         break;
                     }
                     let mut nv = v.clone();
@@ -458,8 +506,14 @@ impl Mesh {
             let _ = nv;
             if self.txn(writes).await? {
                 tracing::info!(vmodel = %vid, target = %tid, transition, "vmodel set");
+                written = true;
                 break;
             }
+        }
+        if !written {
+            return Err(MeshError::Unavailable(format!(
+                "too many concurrent changes to vmodel {vid}; retry"
+            )));
         }
         if transition {
             self.spawn_transition(vid.clone());
@@ -479,8 +533,8 @@ impl Mesh {
     async fn wait_transition(&self, vid: &str) {
         let deadline = tokio::time::Instant::now() + SYNC_TRANSITION_WAIT;
         while tokio::time::Instant::now() < deadline {
-            match self.vmodels.get(vid) {
-                Some((vm, _)) if vm.in_transition() && !vm.failed => {}
+            match self.vmodels.get_strong(vid).await {
+                Ok(Some((vm, _))) if vm.in_transition() && !vm.failed => {}
                 _ => return,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -490,9 +544,19 @@ impl Mesh {
     /// Loads the target of a vmodel in transition, then makes it active (single pod: this
     /// instance runs every transition).
     fn spawn_transition(self: &Arc<Self>, vid: String) {
+        if !self
+            .transitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vid.clone())
+        {
+            return; // already running
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            let Some((vm, _)) = this.vmodels.get(&vid) else {
+            let _guard = TransitionGuard(this.clone(), vid.clone());
+            // A strong read: the caller has usually just written the vmodel.
+            let Ok(Some((vm, _))) = this.vmodels.get_strong(&vid).await else {
                 return;
             };
             if !vm.in_transition() {
@@ -522,6 +586,8 @@ impl Mesh {
                     }
                     nv.active = target.clone();
                     nv.failed = false;
+                } else if vm.failed {
+                    return; // already recorded; the sweep retries later
                 } else {
                     nv.failed = true;
                 }

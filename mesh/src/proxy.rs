@@ -182,10 +182,10 @@ impl Router {
         &self.mesh
     }
 
-    fn resolve(&self, t: &Target) -> Result<String, Status> {
+    async fn resolve(&self, t: &Target) -> Result<String, Status> {
         match t {
             Target::Model(m) => Ok(m.clone()),
-            Target::VModel(v) => Ok(self.mesh.resolve_vmodel(v)?),
+            Target::VModel(v) => Ok(self.mesh.resolve_vmodel(v).await?),
         }
     }
 
@@ -234,16 +234,18 @@ impl Router {
             .and_then(parse_timeout)
             .map(|d| Instant::now() + d);
         let target = find_target(method, md, &body, &self.dataplane)?;
-        let mut id = self.resolve(&target)?;
-        let mut retried = false;
+        let mut id = self.resolve(&target).await?;
+        // Two independent one-time retries: re-reading a moved vmodel, and reloading a model
+        // the runtime lost.
+        let (mut re_resolved, mut reloaded) = (false, false);
         loop {
             match self.mesh.ensure_for_request(&id).await {
                 Ok(()) => {}
                 Err(MeshError::ModelNotFound(_))
-                    if matches!(target, Target::VModel(_)) && !retried =>
+                    if matches!(target, Target::VModel(_)) && !re_resolved =>
                 {
                     // The vmodel may have moved on: re-read it once.
-                    retried = true;
+                    re_resolved = true;
                     if let Target::VModel(v) = &target
                         && let Ok(Some((vm, _))) = self.mesh.vmodels.get_strong(v).await
                     {
@@ -296,8 +298,8 @@ impl Router {
                     let (md, body, _) = resp.into_parts();
                     return Ok((md, body));
                 }
-                Err(s) if model_vanished(&s) && !retried => {
-                    retried = true;
+                Err(s) if model_vanished(&s) && !reloaded => {
+                    reloaded = true;
                     self.mesh.local.forget(&id).await;
                     continue;
                 }
@@ -362,7 +364,7 @@ impl Router {
             }
         };
         let target = find_target(method, &md, &first, &self.dataplane)?;
-        let id = self.resolve(&target)?;
+        let id = self.resolve(&target).await?;
         self.mesh.ensure_for_request(&id).await?;
         let path_spec = self
             .mesh

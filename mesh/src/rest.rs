@@ -151,7 +151,7 @@ async fn model_ready(
 ) -> Response {
     let id = match headers.get("mm-model-id").and_then(|v| v.to_str().ok()) {
         Some(id) => id.to_string(),
-        None => match r.mesh().resolve_vmodel(&name) {
+        None => match r.mesh().resolve_vmodel(&name).await {
             Ok(id) => id,
             Err(e) => return error(e.into()),
         },

@@ -239,12 +239,29 @@ where
     {
         let key = self.key(id);
         let mut current = self.get(id);
+        // Decisions to leave a record alone are confirmed against the store once: the local
+        // copy may lag behind a write made elsewhere.
+        let mut confirmed = false;
         for attempt in 0..100 {
             let (value, rev) = match &current {
                 Some((r, rev)) => (Some(r), *rev),
                 None => (None, 0),
             };
-            let outcome = match f(value) {
+            let decision = f(value);
+            let no_write = matches!(decision, Update::Keep)
+                || (matches!(decision, Update::Delete) && value.is_none());
+            if no_write {
+                if !confirmed {
+                    confirmed = true;
+                    let strong = self.get_strong(id).await?;
+                    if strong.as_ref().map(|(_, r)| *r) != current.as_ref().map(|(_, r)| *r) {
+                        current = strong;
+                        continue;
+                    }
+                }
+                return Ok(value.cloned());
+            }
+            let outcome = match decision {
                 Update::Keep => return Ok(value.cloned()),
                 Update::Put(new) => {
                     let bytes =
@@ -254,7 +271,6 @@ where
                         .await?
                         .map(|r| Some((new, r)))
                 }
-                Update::Delete if value.is_none() => return Ok(None),
                 Update::Delete => self.store.delete_if(&key, rev).await?.map(|_| None),
             };
             match outcome {
@@ -265,6 +281,7 @@ where
                 }
                 Err(now) => {
                     tracing::debug!(key, attempt, "conflict; retrying with the current value");
+                    confirmed = true;
                     current =
                         now.and_then(|kv| decode(&kv.key, &kv.value).map(|r| (r, kv.mod_revision)));
                 }
