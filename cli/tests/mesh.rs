@@ -813,13 +813,20 @@ async fn management_api_semantics_match_upstream() {
 
 #[tokio::test]
 async fn sigterm_stops_the_sidecar_cleanly() {
-    let mut pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
     register(&mut mgmt, "t", "tiny-regression").await;
     drop(mgmt);
-    pod.sidecar.stop(Duration::from_secs(15));
-    let status = pod
-        .sidecar
+    let mut sidecar = pod.sidecar;
+    // Stop from a blocking thread so this runtime keeps driving (and closing) its connections.
+    let sidecar = tokio::task::spawn_blocking(move || {
+        sidecar.stop(Duration::from_secs(15));
+        sidecar
+    })
+    .await
+    .expect("stop");
+    let mut sidecar = sidecar;
+    let status = sidecar
         .child
         .try_wait()
         .expect("wait")
@@ -827,7 +834,7 @@ async fn sigterm_stops_the_sidecar_cleanly() {
     assert!(
         status.success(),
         "sidecar exit status {status}; log:\n{}",
-        pod.sidecar.log_text()
+        sidecar.log_text()
     );
-    assert!(pod.sidecar.log_text().contains("mesh stopped"));
+    assert!(sidecar.log_text().contains("mesh stopped"));
 }
