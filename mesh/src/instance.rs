@@ -13,7 +13,12 @@ use std::time::Duration;
 pub const LEASE_TTL_SECS: i64 = 20;
 
 /// The record describing this pod now.
-pub fn record(local: &LocalModels, started: u64, shutting_down: bool) -> InstanceRecord {
+pub fn record(
+    local: &LocalModels,
+    started: u64,
+    shutting_down: bool,
+    internal_address: &str,
+) -> InstanceRecord {
     let (cap, used, _, count) = local.usage();
     let unit = crate::cache::UNIT_BYTES;
     InstanceRecord {
@@ -24,6 +29,7 @@ pub fn record(local: &LocalModels, started: u64, shutting_down: bool) -> Instanc
         lru_time: local.lru_time(),
         loading_threads: i64::from(local.runtime_info().max_loading_concurrency),
         shutdown: shutting_down,
+        internal_address: internal_address.to_string(),
         ..Default::default()
     }
 }
@@ -36,6 +42,7 @@ pub fn spawn_publisher(
     local: Arc<LocalModels>,
     shutdown: Arc<AtomicBool>,
     every: Duration,
+    internal_address: String,
 ) -> tokio::task::JoinHandle<()> {
     let key = format!("{}{}", layout.instances(), local.instance_id());
     let started = now_ms();
@@ -56,7 +63,12 @@ pub fn spawn_publisher(
                     }
                 },
             };
-            let rec = record(&local, started, shutdown.load(Ordering::Relaxed));
+            let rec = record(
+                &local,
+                started,
+                shutdown.load(Ordering::Relaxed),
+                &internal_address,
+            );
             let value = serde_json::to_vec(&rec).unwrap_or_default();
             match store
                 .txn(

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod rest;
+pub mod routing;
 pub mod runtime_client;
 pub mod server;
 pub mod sidecar;

@@ -160,6 +160,11 @@ impl LocalModels {
         loaded
     }
 
+    /// Size in units to assume for a model before it is loaded anywhere.
+    pub fn predicted_units(&self, _rec: &ModelRecord) -> i64 {
+        units(self.info.default_model_size) as i64
+    }
+
     /// Last-used time of the least recently used copy (u64::MAX when empty).
     pub fn lru_time(&self) -> u64 {
         self.lock().lru.lru_time()

@@ -29,6 +29,8 @@ pub struct Mesh {
     pub registry: Arc<Table<ModelRecord>>,
     /// VModels.
     pub vmodels: Arc<Table<VModelRecord>>,
+    /// Live instances (pods) of this mesh.
+    pub instances: Arc<Table<crate::registry::records::InstanceRecord>>,
     /// This pod's copies.
     pub local: Arc<LocalModels>,
     default_owner: String,
@@ -95,11 +97,13 @@ impl Mesh {
         default_owner: String,
     ) -> Result<Arc<Mesh>, MeshError> {
         let vmodels = Table::start(store.clone(), layout.vmodels()).await?;
+        let instances = Table::start(store.clone(), layout.instances()).await?;
         let mesh = Arc::new(Mesh {
             store,
             layout,
             registry,
             vmodels,
+            instances,
             local,
             default_owner,
             transitions: Default::default(),

@@ -9,9 +9,12 @@ use crate::dataplane::DataplaneConfig;
 use crate::error::MeshError;
 use crate::idpath;
 use crate::mesh::Mesh;
+use crate::registry::records::InstanceRecord;
+use crate::routing::{Decision, View, decide};
 use bytes::Bytes;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::transport::Channel;
@@ -22,7 +25,40 @@ pub struct Router {
     mesh: Arc<Mesh>,
     data: Channel,
     dataplane: DataplaneConfig,
+    peers: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    tie: AtomicU64,
 }
+
+/// How a request reached this pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// From a client (port 8033 / REST): route across the cluster.
+    External,
+    /// From a peer: serve only if the model is loaded here.
+    HitOnly,
+    /// From a peer: load the model here if needed, then serve.
+    LoadHere,
+}
+
+impl Hop {
+    /// The hop a peer asked for in the `mm-hop` header (internal port only).
+    pub fn from_header(md: &MetadataMap) -> Hop {
+        match md.get(HOP).and_then(|v| v.to_str().ok()) {
+            Some("hit") => Hop::HitOnly,
+            Some("load") => Hop::LoadHere,
+            _ => Hop::External,
+        }
+    }
+}
+
+/// Header carrying the hop instruction between pods (honoured only on the internal port).
+pub const HOP: &str = "mm-hop";
+/// Metadata marking "model not loaded here" answers to hit-only hops.
+pub const NOT_HERE: &str = "mm-not-here";
+/// Routing attempts per request (upstream's limit).
+const MAX_ITERATIONS: usize = 8;
+/// Load failures on different pods after which a request fails with the last error.
+const MAX_LOAD_FAILURES: usize = 3;
 
 /// Which id a request named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +210,8 @@ impl Router {
             mesh,
             data,
             dataplane,
+            peers: Default::default(),
+            tie: AtomicU64::new(0),
         }
     }
 
@@ -195,10 +233,11 @@ impl Router {
         method: &str,
         md: MetadataMap,
         body: Bytes,
+        hop: Hop,
     ) -> Result<(MetadataMap, Bytes), Status> {
         let started = Instant::now();
         let short = method.rsplit('/').next().unwrap_or(method).to_string();
-        let result = self.unary_inner(method, &md, body).await;
+        let result = self.unary_inner(method, &md, body, hop).await;
         let code = match &result {
             Ok(_) => "OK".to_string(),
             Err(s) => format!("{:?}", s.code()),
@@ -213,6 +252,7 @@ impl Router {
         method: &str,
         md: &MetadataMap,
         body: Bytes,
+        hop: Hop,
     ) -> Result<(MetadataMap, Bytes), Status> {
         if method.starts_with("mmesh.ModelRuntime/") {
             return Err(Status::unimplemented(format!(
@@ -234,7 +274,218 @@ impl Router {
             .and_then(parse_timeout)
             .map(|d| Instant::now() + d);
         let target = find_target(method, md, &body, &self.dataplane)?;
-        let mut id = self.resolve(&target).await?;
+        let id = self.resolve(&target).await?;
+        match hop {
+            Hop::HitOnly => {
+                if !self.mesh.local.try_hit(&id) {
+                    let mut s = Status::not_found(format!(
+                        "model {id} is not loaded on instance {}",
+                        self.mesh.local.instance_id()
+                    ));
+                    s.metadata_mut()
+                        .insert(NOT_HERE, AsciiMetadataValue::from_static("1"));
+                    return Err(s);
+                }
+                self.serve_local(method, md, &body, &target, id, deadline)
+                    .await
+            }
+            Hop::LoadHere => {
+                self.serve_local(method, md, &body, &target, id, deadline)
+                    .await
+            }
+            Hop::External => self.route(method, md, body, &target, id, deadline).await,
+        }
+    }
+
+    /// Cluster routing for a request that entered this pod from a client.
+    async fn route(
+        &self,
+        method: &str,
+        md: &MetadataMap,
+        body: Bytes,
+        target: &Target,
+        id: String,
+        deadline: Option<Instant>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let me = self.mesh.local.instance_id().to_string();
+        let balanced = md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true");
+        let (mut tried_copies, mut tried_loads) = (Vec::new(), Vec::new());
+        let mut load_failures = 0;
+        let mut last: Option<Status> = None;
+        for _ in 0..MAX_ITERATIONS {
+            let loaded_here = self.mesh.local.try_hit(&id);
+            let instances: std::collections::BTreeMap<String, InstanceRecord> =
+                self.mesh.instances.list().into_iter().collect();
+            if loaded_here || !instances.contains_key(&me) {
+                // Served here, or this pod is not published yet (single-pod start-up).
+                return self
+                    .serve_local(method, md, &body, target, id, deadline)
+                    .await;
+            }
+            let Some((rec, _)) = self.mesh.registry.get(&id).or(self
+                .mesh
+                .registry
+                .get_strong(&id)
+                .await
+                .map_err(MeshError::from)?)
+            else {
+                return Err(MeshError::ModelNotFound(id).into());
+            };
+            let units = self.mesh.local.predicted_units(&rec);
+            let tie = self.tie.fetch_add(1, Ordering::Relaxed);
+            let view = View {
+                me: &me,
+                loaded_here,
+                record: &rec,
+                instances: &instances,
+                units,
+                tried_copies: &tried_copies,
+                tried_loads: &tried_loads,
+                balanced,
+                tie,
+            };
+            match decide(&view) {
+                Decision::ServeHere | Decision::LoadHere => {
+                    return self
+                        .serve_local(method, md, &body, target, id, deadline)
+                        .await;
+                }
+                Decision::ForwardHit(peer) => match self
+                    .forward(method, md, &body, &id, &peer, &instances, "hit", deadline)
+                    .await
+                {
+                    Ok(r) => return Ok(r),
+                    Err(s)
+                        if s.metadata().get(NOT_HERE).is_some()
+                            || s.code() == Code::Unavailable =>
+                    {
+                        tried_copies.push(peer);
+                        last = Some(s);
+                    }
+                    Err(s) => return Err(s),
+                },
+                Decision::ForwardLoad(peer) => match self
+                    .forward(method, md, &body, &id, &peer, &instances, "load", deadline)
+                    .await
+                {
+                    Ok(r) => return Ok(r),
+                    Err(s)
+                        if s.code() == Code::Unavailable
+                            || s.message().starts_with("failed to load model") =>
+                    {
+                        if s.code() != Code::Unavailable {
+                            load_failures += 1;
+                        }
+                        tried_loads.push(peer);
+                        if load_failures >= MAX_LOAD_FAILURES {
+                            return Err(s);
+                        }
+                        last = Some(s);
+                    }
+                    Err(s) => return Err(s),
+                },
+                Decision::NoCandidate => break,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Status::unavailable(format!("no instance could serve model {id}; retry later"))
+        }))
+    }
+
+    /// Sends the request to a peer's internal port with a hop instruction.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        method: &str,
+        md: &MetadataMap,
+        body: &Bytes,
+        id: &str,
+        peer: &str,
+        instances: &std::collections::BTreeMap<String, InstanceRecord>,
+        hop: &'static str,
+        deadline: Option<Instant>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let Some(addr) = instances
+            .get(peer)
+            .map(|i| i.internal_address.clone())
+            .filter(|a| !a.is_empty())
+        else {
+            return Err(Status::unavailable(format!(
+                "instance {peer} has no internal address"
+            )));
+        };
+        let channel = self.peer(&addr)?;
+        let mut headers = MetadataMap::new();
+        for kv in md.iter() {
+            match kv {
+                KeyAndValueRef::Ascii(k, v) => {
+                    let n = k.as_str();
+                    if n.starts_with("grpc-")
+                        || n.starts_with("mm-")
+                        || matches!(n, "content-type" | "te" | "user-agent")
+                    {
+                        continue;
+                    }
+                    headers.append(k.clone(), v.clone());
+                }
+                KeyAndValueRef::Binary(k, v) => {
+                    if !k.as_str().starts_with("mm-") {
+                        headers.append_bin(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        headers.insert_bin(
+            "mm-model-id-bin",
+            BinaryMetadataValue::from_bytes(id.as_bytes()),
+        );
+        headers.insert(HOP, AsciiMetadataValue::from_static(hop));
+        let mut req =
+            tonic::Request::from_parts(headers, tonic::Extensions::default(), body.clone());
+        if let Some(d) = deadline {
+            req.set_timeout(d.saturating_duration_since(Instant::now()));
+        }
+        let path = http::uri::PathAndQuery::from_str(&format!("/{method}"))
+            .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))?;
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("instance {peer} not reachable: {e}")))?;
+        metrics::counter!("modelmesh_forwarded_requests", "hop" => hop).increment(1);
+        let resp = grpc.unary(req, path, RawCodec).await?;
+        let (md, body, _) = resp.into_parts();
+        Ok((md, body))
+    }
+
+    /// A pooled channel to a peer's internal port.
+    fn peer(&self, addr: &str) -> Result<Channel, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Loads the model here if needed and calls the local runtime; reloads once if the runtime
+    /// lost the model.
+    async fn serve_local(
+        &self,
+        method: &str,
+        md: &MetadataMap,
+        body: &Bytes,
+        target: &Target,
+        mut id: String,
+        deadline: Option<Instant>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
+        let info = self.mesh.local.runtime_info();
         // Two independent one-time retries: re-reading a moved vmodel, and reloading a model
         // the runtime lost.
         let (mut re_resolved, mut reloaded) = (false, false);
@@ -246,7 +497,7 @@ impl Router {
                 {
                     // The vmodel may have moved on: re-read it once.
                     re_resolved = true;
-                    if let Target::VModel(v) = &target
+                    if let Target::VModel(v) = target
                         && let Ok(Some((vm, _))) = self.mesh.vmodels.get_strong(v).await
                     {
                         id = if vm.active != id {
@@ -264,11 +515,11 @@ impl Router {
                 // Splice only when the field does not already hold the id (saves a copy).
                 Some(path)
                     if !path.is_empty()
-                        && idpath::read_string(&body, path).ok().flatten().as_deref()
+                        && idpath::read_string(body, path).ok().flatten().as_deref()
                             != Some(id.as_str()) =>
                 {
                     Bytes::from(
-                        idpath::write_string(&body, path, &id)
+                        idpath::write_string(body, path, &id)
                             .map_err(|e| Status::invalid_argument(e.to_string()))?,
                     )
                 }

@@ -90,7 +90,15 @@ async fn infer(
         Ok(m) => m,
         Err(s) => return error(s),
     };
-    match router.unary(INFER, md, req.encode_to_vec().into()).await {
+    match router
+        .unary(
+            INFER,
+            md,
+            req.encode_to_vec().into(),
+            crate::proxy::Hop::External,
+        )
+        .await
+    {
         Ok((_, bytes)) => match ModelInferResponse::decode(bytes.as_ref()) {
             Ok(resp) => Json(kserve_json::response_to_json(&resp)).into_response(),
             Err(e) => error(Status::internal(format!(
@@ -129,7 +137,10 @@ async fn model_metadata(
         Err(s) => return error(s),
     };
     let req = ModelMetadataRequest::default().encode_to_vec();
-    match r.unary(METADATA, md, req.into()).await {
+    match r
+        .unary(METADATA, md, req.into(), crate::proxy::Hop::External)
+        .await
+    {
         Ok((_, bytes)) => match ModelMetadataResponse::decode(bytes.as_ref()) {
             Ok(mut m) => {
                 // Clients know the model by the name they asked for.

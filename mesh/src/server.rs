@@ -44,6 +44,7 @@ impl tonic::server::StreamingService<Bytes> for ProxyStream {
 struct ProxyCall {
     router: Arc<Router>,
     method: String,
+    internal: bool,
 }
 
 impl UnaryService<Bytes> for ProxyCall {
@@ -51,10 +52,15 @@ impl UnaryService<Bytes> for ProxyCall {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let (router, method) = (self.router.clone(), self.method.clone());
+        let (router, method, internal) = (self.router.clone(), self.method.clone(), self.internal);
         Box::pin(async move {
             let (md, _, body) = req.into_parts();
-            let (rmd, rbody) = router.unary(&method, md, body).await?;
+            let hop = if internal {
+                crate::proxy::Hop::from_header(&md)
+            } else {
+                crate::proxy::Hop::External
+            };
+            let (rmd, rbody) = router.unary(&method, md, body, hop).await?;
             let mut resp = Response::new(rbody);
             *resp.metadata_mut() = rmd;
             Ok(resp)
@@ -63,7 +69,7 @@ impl UnaryService<Bytes> for ProxyCall {
 }
 
 /// The axum router serving port 8033.
-pub fn routes(router: Arc<Router>, max_message: usize) -> axum::Router {
+pub fn routes(router: Arc<Router>, max_message: usize, internal: bool) -> axum::Router {
     let api = ModelMeshServer::new(MeshApi::new(router.mesh().clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -83,7 +89,16 @@ pub fn routes(router: Arc<Router>, max_message: usize) -> axum::Router {
                         .await
                         .map(Body::new);
                 }
-                let resp = grpc.unary(ProxyCall { router, method }, req).await;
+                let resp = grpc
+                    .unary(
+                        ProxyCall {
+                            router,
+                            method,
+                            internal,
+                        },
+                        req,
+                    )
+                    .await;
                 resp.map(Body::new)
             }
         })

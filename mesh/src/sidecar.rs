@@ -45,6 +45,10 @@ pub struct SidecarConfig {
     pub max_message: usize,
     /// KServe v2 REST address.
     pub rest_addr: Option<SocketAddr>,
+    /// Internal hop port between pods (upstream's 8080); `None` = single pod.
+    pub internal_addr: Option<SocketAddr>,
+    /// Host peers use to reach this pod (`MM_LOCATION`, e.g. the pod IP).
+    pub location: String,
     /// Probe port address (`/ready`, `/live`).
     pub probe_addr: Option<SocketAddr>,
     /// Prometheus address.
@@ -109,6 +113,7 @@ pub struct Sidecar {
     grpc: tokio::net::TcpListener,
     probe: Option<tokio::net::TcpListener>,
     rest: Option<tokio::net::TcpListener>,
+    internal: Option<tokio::net::TcpListener>,
     max_message: usize,
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
@@ -147,6 +152,19 @@ impl Sidecar {
             ),
             None => None,
         };
+        let internal = match cfg.internal_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| SidecarError::Startup(format!("cannot listen on {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let internal_address = internal
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!("{}:{}", cfg.location, a.port()))
+            .unwrap_or_default();
         let rest = match cfg.rest_addr {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
@@ -188,7 +206,8 @@ impl Sidecar {
             &instance_layout,
             mesh.local.clone(),
             shutting_down.clone(),
-            Duration::from_secs(5),
+            Duration::from_secs(1),
+            internal_address,
         );
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(Router::new(mesh.clone(), data, cfg.dataplane.clone()));
@@ -198,6 +217,7 @@ impl Sidecar {
             grpc,
             probe,
             rest,
+            internal,
             max_message: cfg.max_message,
             ready: Arc::new(AtomicBool::new(true)),
             shutting_down,
@@ -273,7 +293,26 @@ impl Sidecar {
                     .await;
             });
         }
-        let routes = crate::server::routes(self.router.clone(), self.max_message);
+        if let Some(internal) = self.internal {
+            let routes = crate::server::routes(self.router.clone(), self.max_message, true);
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+            let mut irx = rx.clone();
+            tokio::spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .initial_connection_window_size(4 << 20)
+                    .initial_stream_window_size(4 << 20)
+                    .add_routes(tonic::service::Routes::from(routes))
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = irx.wait_for(|v| *v).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "internal gRPC server failed");
+                }
+            });
+        }
+        let routes = crate::server::routes(self.router.clone(), self.max_message, false);
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grx = rx.clone();

@@ -63,6 +63,12 @@ pub struct Args {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub max_message_size: usize,
+    /// Internal port for requests forwarded between pods; 0 = single pod (no forwarding).
+    #[arg(long, env = "MM_INTERNAL_PORT", default_value_t = 8080)]
+    pub internal_port: u16,
+    /// Host other pods use to reach this one (the pod IP in Kubernetes).
+    #[arg(long, env = "MM_LOCATION", default_value = "127.0.0.1")]
+    pub location: String,
     /// KServe v2 REST port; 0 disables.
     #[arg(long, env = "MM_REST_PORT", default_value_t = 8008)]
     pub rest_port: u16,
@@ -111,6 +117,8 @@ impl Args {
             dataplane,
             max_message: self.max_message_size,
             rest_addr: port(self.rest_port),
+            internal_addr: port(self.internal_port),
+            location: self.location.clone(),
             probe_addr: port(self.probe_port),
             metrics_addr: port(self.metrics_port),
             runtime_poll: (

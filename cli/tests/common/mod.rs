@@ -438,7 +438,12 @@ pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -
         "--probe-port",
         &probe.to_string(),
     ])
-    .args(["--metrics-port", &metrics.to_string()])
+    .args([
+        "--metrics-port",
+        &metrics.to_string(),
+        "--internal-port",
+        &free_port().to_string(),
+    ])
     .args(extra);
     if !extra.contains(&"--kv-store") {
         cmd.args(["--kv-store", "memory"]);

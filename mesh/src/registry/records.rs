@@ -139,6 +139,9 @@ pub struct InstanceRecord {
     /// Shutting down.
     #[serde(default, skip_serializing_if = "is_false")]
     pub shutdown: bool,
+    /// Address (`host:port`) of this pod's internal hop port (ours; not in upstream records).
+    #[serde(rename = "iaddr", default, skip_serializing_if = "String::is_empty")]
+    pub internal_address: String,
     /// Fields written by other versions.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -167,6 +167,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 "0",
                 "--metrics-port",
                 "0",
+                "--internal-port",
+                "0",
             ]),
             vec![
                 "--grpc-port".into(),

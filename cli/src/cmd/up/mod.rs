@@ -151,6 +151,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         dataplane: DataplaneConfig::kserve_v2(),
         max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
         rest_addr: Some(SocketAddr::new(a.address, a.rest_port)),
+        internal_addr: None,
+        location: "127.0.0.1".into(),
         probe_addr: None,
         metrics_addr: (a.metrics_port != 0).then(|| SocketAddr::new(a.address, a.metrics_port)),
         runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
