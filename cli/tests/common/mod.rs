@@ -374,6 +374,16 @@ pub struct MeshPod {
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
 /// to the sidecar.
 pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -> MeshPod {
+    start_named_pod("pod-1", mem_bytes, default_size, extra).await
+}
+
+/// [`start_mesh_pod`] with a given instance id (pods of one cluster share a KV store).
+pub async fn start_named_pod(
+    instance_id: &str,
+    mem_bytes: u64,
+    default_size: u64,
+    extra: &[&str],
+) -> MeshPod {
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     std::fs::create_dir_all(models.join("_triton_models")).expect("mkdir");
@@ -418,7 +428,7 @@ pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -
         "--address",
         "127.0.0.1",
         "--instance-id",
-        "pod-1",
+        instance_id,
     ])
     .args([
         "--grpc-port",
