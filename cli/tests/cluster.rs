@@ -130,3 +130,166 @@ async fn three_pods_spread_models_and_forward_requests() {
     assert_outputs_match(&response_json(&r.into_inner()), want);
     assert_eq!(copies(&mut mgmt, &held).await, vec![holder]);
 }
+
+/// Sends requests for `ids` round-robin through `port` until `stop`; returns (ok, failed codes).
+fn load_loop(
+    port: u16,
+    ids: Vec<String>,
+    input: serde_json::Value,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<tonic::Code>)> {
+    tokio::spawn(async move {
+        let mut c = Infer::new(channel(port));
+        let (mut ok, mut failed) = (0, Vec::new());
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let id = &ids[i % ids.len()];
+            i += 1;
+            match c.model_infer(req(id, &input, false)).await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    eprintln!("request for {id} failed: {e:?}");
+                    failed.push(e.code());
+                }
+            }
+        }
+        (ok, failed)
+    })
+}
+
+async fn cluster(n: usize, etcd_url: &str) -> Vec<MeshPod> {
+    let kv = format!("etcd:{etcd_url}");
+    let mut pods = Vec::new();
+    for i in 0..n {
+        pods.push(
+            start_named_pod(
+                &format!("pod-{i}"),
+                1 << 30,
+                1_000_000,
+                &["--kv-store", &kv],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pods
+}
+
+#[tokio::test]
+async fn sigkill_of_a_pod_keeps_requests_succeeding() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let mut pods = cluster(3, &url).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    let ids: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    for id in &ids {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.clone(),
+            model_info: info("tiny-regression"),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    }
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut warm = Infer::new(channel(pods[0].mesh_port));
+    for id in &ids {
+        warm.model_infer(req(id, &input, false))
+            .await
+            .expect("warm-up");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = load_loop(pods[0].mesh_port, ids.clone(), input, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill pod-2 outright: sidecar, runtime and adapter.
+    let victim = pods.remove(2);
+    drop(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = task.await.expect("load loop");
+    let total = ok + failed.len();
+    assert!(total > 50, "too few requests: {total}");
+    assert!(
+        failed.len() * 100 <= total,
+        "{} of {total} requests failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|c| matches!(c, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn etcd_outage_does_not_fail_requests_to_loaded_models() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (mut etcd, url) = start_etcd(etcd_dir.path()).await;
+    let pods = cluster(2, &url).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    let ids: Vec<String> = (0..4).map(|i| format!("e{i}")).collect();
+    for id in &ids {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.clone(),
+            model_info: info("tiny-regression"),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    }
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut warm = Infer::new(channel(pods[0].mesh_port));
+    for id in &ids {
+        warm.model_infer(req(id, &input, false))
+            .await
+            .expect("warm-up");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = [
+        load_loop(pods[0].mesh_port, ids.clone(), input.clone(), stop.clone()),
+        load_loop(pods[1].mesh_port, ids.clone(), input.clone(), stop.clone()),
+    ];
+    // Stop etcd for 20 s (SIGSTOP keeps its data and ports; nothing answers meanwhile).
+    let pid = etcd.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill -CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let (ok, failed) = t.await.expect("load loop");
+        assert!(ok > 100, "too few requests: {ok}");
+        assert!(
+            failed.is_empty(),
+            "requests failed during the etcd outage: {failed:?}"
+        );
+    }
+    // Registrations intact, and new loads work after etcd returns.
+    for id in &ids {
+        let s = mgmt
+            .get_model_status(mm::GetStatusRequest {
+                model_id: id.clone(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        assert_ne!(s.status, ModelStatus::NotFound as i32, "{id} lost");
+    }
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "after".into(),
+        model_info: info("typed-ops"),
+        load_now: true,
+        sync: true,
+        ..Default::default()
+    })
+    .await
+    .expect("register after the outage");
+    etcd.assert_running();
+}
