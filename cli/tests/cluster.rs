@@ -293,3 +293,79 @@ async fn etcd_outage_does_not_fail_requests_to_loaded_models() {
     .expect("register after the outage");
     etcd.assert_running();
 }
+
+async fn failure_times(
+    mgmt: &mut ModelMeshClient<tonic::transport::Channel>,
+    id: &str,
+) -> BTreeMap<String, u64> {
+    let s = mgmt
+        .get_model_status(mm::GetStatusRequest {
+            model_id: id.into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    s.model_copy_infos
+        .iter()
+        .filter(|c| c.copy_status == ModelStatus::LoadingFailed as i32)
+        .map(|c| (c.location.clone(), c.time))
+        .collect()
+}
+
+#[tokio::test]
+async fn failed_loads_move_to_other_pods_then_fail_fast_until_they_expire() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let kv = format!("etcd:{url}");
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let name = format!("pod-{i}");
+        pods.push(
+            start_named_pod(
+                &name,
+                1 << 30,
+                1_000_000,
+                &["--kv-store", &kv, "--load-failure-expiry-ms", "3000"],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "bad".into(),
+        model_info: info("no/such/model"),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut c = Infer::new(channel(pods[0].mesh_port));
+    let e = c.model_infer(req("bad", &input, false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    assert!(
+        e.message().contains("failed to load model bad") && e.message().contains("no/such/model"),
+        "{}",
+        e.message()
+    );
+    let first = failure_times(&mut mgmt, "bad").await;
+    assert_eq!(first.len(), 3, "the load was tried on every pod: {first:?}");
+    // Three recent failures: fail fast with the load's error, no new attempt.
+    let e = c.model_infer(req("bad", &input, false)).await.unwrap_err();
+    assert!(e.message().contains("no/such/model"), "{}", e.message());
+    assert_eq!(
+        failure_times(&mut mgmt, "bad").await,
+        first,
+        "a new load was attempted before the failures expired"
+    );
+    // After the expiry a new attempt is made.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let _ = c.model_infer(req("bad", &input, false)).await.unwrap_err();
+    let later = failure_times(&mut mgmt, "bad").await;
+    assert!(
+        later
+            .iter()
+            .any(|(pod, t)| first.get(pod).is_some_and(|old| t > old)),
+        "no new attempt: {first:?} -> {later:?}"
+    );
+}

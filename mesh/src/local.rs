@@ -160,6 +160,11 @@ impl LocalModels {
         loaded
     }
 
+    /// How long load failures are remembered, in ms.
+    pub fn failure_expiry_ms(&self) -> u64 {
+        self.cfg.failure_expiry.as_millis() as u64
+    }
+
     /// Size in units to assume for a model before it is loaded anywhere.
     pub fn predicted_units(&self, _rec: &ModelRecord) -> i64 {
         units(self.info.default_model_size) as i64

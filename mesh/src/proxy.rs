@@ -343,13 +343,42 @@ impl Router {
                 tried_loads: &tried_loads,
                 balanced,
                 tie,
+                now_ms: crate::local::now_ms(),
+                failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
             };
+            if view.recent_failures() >= crate::routing::FAIL_FAST_FAILURES {
+                // Fail fast with the load's own error until the failures expire.
+                let msg = rec
+                    .fails
+                    .values()
+                    .map(|f| f.msg.clone())
+                    .find(|m| !m.is_empty())
+                    .unwrap_or_default();
+                return Err(Status::internal(format!(
+                    "failed to load model {id}: {msg}"
+                )));
+            }
             match decide(&view) {
-                Decision::ServeHere | Decision::LoadHere => {
+                Decision::ServeHere => {
                     return self
                         .serve_local(method, md, &body, target, id, deadline)
                         .await;
                 }
+                Decision::LoadHere => match self
+                    .serve_local(method, md, &body, target, id.clone(), deadline)
+                    .await
+                {
+                    // A failed load here is retried on another pod, as a failed remote load is.
+                    Err(s) if s.message().starts_with("failed to load model") => {
+                        load_failures += 1;
+                        tried_loads.push(me.clone());
+                        if load_failures >= MAX_LOAD_FAILURES {
+                            return Err(s);
+                        }
+                        last = Some(s);
+                    }
+                    r => return r,
+                },
                 Decision::ForwardHit(peer) => match self
                     .forward(method, md, &body, &id, &peer, &instances, "hit", deadline)
                     .await

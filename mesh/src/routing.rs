@@ -40,7 +40,33 @@ pub struct View<'a> {
     pub balanced: bool,
     /// A number used to break ties (e.g. request counter), so equal pods share load.
     pub tie: u64,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
+    /// How long a load failure keeps a pod out of placement, in ms.
+    pub failure_expiry_ms: u64,
 }
+
+impl View<'_> {
+    /// Whether `id` failed to load this model recently.
+    pub fn failed_recently(&self, id: &str) -> bool {
+        self.record
+            .failed_in
+            .get(id)
+            .is_some_and(|t| self.now_ms.saturating_sub(*t) < self.failure_expiry_ms)
+    }
+
+    /// Number of pods where the model failed to load recently.
+    pub fn recent_failures(&self) -> usize {
+        self.record
+            .failed_in
+            .keys()
+            .filter(|id| self.failed_recently(id))
+            .count()
+    }
+}
+
+/// Recent load failures on distinct pods after which requests fail fast (upstream's rule).
+pub const FAIL_FAST_FAILURES: usize = 3;
 
 fn free(i: &InstanceRecord) -> i64 {
     i.capacity - i.used
@@ -74,7 +100,10 @@ pub fn decide(v: &View) -> Decision {
         return Decision::ForwardHit(equal[(v.tie as usize) % equal.len()].clone());
     }
     // No copy: place one. A balanced client already spread its requests: prefer here if it fits.
-    let me_ok = !v.tried_loads.iter().any(|t| t == v.me) && !v.record.failed_in.contains_key(v.me);
+    if v.recent_failures() >= FAIL_FAST_FAILURES {
+        return Decision::NoCandidate;
+    }
+    let me_ok = !v.tried_loads.iter().any(|t| t == v.me) && !v.failed_recently(v.me);
     if v.balanced
         && me_ok
         && v.instances
@@ -86,11 +115,7 @@ pub fn decide(v: &View) -> Decision {
     let mut candidates: Vec<(&String, &InstanceRecord)> = v
         .instances
         .iter()
-        .filter(|(id, i)| {
-            !i.shutdown
-                && !v.tried_loads.contains(id)
-                && !v.record.failed_in.contains_key(id.as_str())
-        })
+        .filter(|(id, i)| !i.shutdown && !v.tried_loads.contains(id) && !v.failed_recently(id))
         .collect();
     if candidates.is_empty() {
         return Decision::NoCandidate;
@@ -152,6 +177,8 @@ mod tests {
             tried_loads: &[],
             balanced: false,
             tie: 0,
+            now_ms: 100,
+            failure_expiry_ms: 1000,
         }
     }
 
@@ -214,7 +241,8 @@ mod tests {
             for f in &failed { rec.failed_in.insert(f.clone(), 1); }
             let me = insts.keys().next().cloned().unwrap_or_default();
             let v = View { me: &me, loaded_here: false, record: &rec, instances: &insts, units: 5,
-                           tried_copies: &tried, tried_loads: &tried, balanced: false, tie };
+                           tried_copies: &tried, tried_loads: &tried, balanced: false, tie,
+                           now_ms: 10, failure_expiry_ms: 100 };
             match decide(&v) {
                 Decision::ForwardHit(p) => {
                     prop_assert!(rec.instance_ids.contains_key(&p) && !tried.contains(&p) && p != me);
