@@ -119,7 +119,7 @@ impl Cluster {
                 units: self.weight[model] as i64,
                 tried_copies: &tried_copies,
                 tried_loads: &tried_loads,
-                balanced: tie % 3 == 0,
+                balanced: tie.is_multiple_of(3),
                 tie,
                 now_ms: self.now,
                 failure_expiry_ms: EXPIRY_MS,
@@ -201,7 +201,7 @@ fn fifty_pods_ten_thousand_models_with_faults() {
         let id = format!("model-{m}");
         c.registry.insert(id.clone(), ModelRecord::default());
         c.weight.insert(id.clone(), 1 + rng.below(20) as u64);
-        if m % 500 == 0 {
+        if m.is_multiple_of(500) {
             c.bad.insert(id);
         }
     }
@@ -252,7 +252,7 @@ fn fifty_pods_ten_thousand_models_with_faults() {
             );
         }
         *outcomes.entry(o).or_default() += 1;
-        if n % 1_000 == 0 {
+        if n.is_multiple_of(1_000) {
             c.check();
         }
     }

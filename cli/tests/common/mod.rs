@@ -30,11 +30,29 @@ pub fn peer(rel: &str) -> PathBuf {
 }
 
 /// A free loopback port.
+/// Ports come from below Linux's ephemeral range (32768+), so a port handed to a server cannot
+/// meanwhile be taken by some client connection's local port; each call moves on, so two calls
+/// in one test never return the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 800) as u16 * 15,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p >= 32_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            p = 20_000;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// The `modelmesh` binary under test.

@@ -33,7 +33,12 @@ pub struct Args {
     root: PathBuf,
 }
 
-fn spawn(name: &'static str, args: &[String], port: u16, log: PathBuf) -> anyhow::Result<Server> {
+pub(super) fn spawn(
+    name: &'static str,
+    args: &[String],
+    port: u16,
+    log: PathBuf,
+) -> anyhow::Result<Server> {
     let child = Command::new(std::env::current_exe()?)
         .args(args)
         .stdout(Stdio::null())
@@ -43,7 +48,7 @@ fn spawn(name: &'static str, args: &[String], port: u16, log: PathBuf) -> anyhow
     Ok(Server { name, child, port })
 }
 
-fn s(v: &[&str]) -> Vec<String> {
+pub(super) fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 

@@ -1,6 +1,7 @@
 //! `modelmesh bench`: benchmarks that start everything they measure, compare against a baseline
 //! measured in the same run, and print ratios.
 
+mod forward;
 mod load;
 mod mesh_vs_direct;
 mod procs;
@@ -26,6 +27,9 @@ enum Scenario {
     /// ModelInfer straight to `modelmesh runtime` vs through the mesh sidecar (model loaded):
     /// added latency p50/p99 and throughput ratio, same client, same run.
     MeshVsDirect(mesh_vs_direct::Args),
+    /// A request entering a pod without a copy (one forward) vs the pod with the copy, in a
+    /// two-pod mesh on a real etcd, same run.
+    Forward(forward::Args),
 }
 
 /// Runs the chosen scenario.
@@ -33,5 +37,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.scenario {
         Scenario::RuntimeVsTriton(a) => runtime_vs_triton::run(a).await,
         Scenario::MeshVsDirect(a) => mesh_vs_direct::run(a).await,
+        Scenario::Forward(a) => forward::run(a).await,
     }
 }

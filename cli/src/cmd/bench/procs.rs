@@ -29,10 +29,28 @@ impl Drop for Server {
 }
 
 /// A free loopback port.
+/// Ports come from below Linux's ephemeral range, so no client connection can take a port
+/// between choosing it and the server binding it; successive calls never repeat.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 800) as u16 * 15,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p >= 32_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            p = 20_000;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no free port in 20000..32000")
 }
 
 /// A lazy channel to a loopback port.
