@@ -369,3 +369,60 @@ async fn failed_loads_move_to_other_pods_then_fail_fast_until_they_expire() {
         "no new attempt: {first:?} -> {later:?}"
     );
 }
+
+#[tokio::test]
+async fn sustained_load_adds_a_copy() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let kv = format!("etcd:{url}");
+    let mut pods = Vec::new();
+    for i in 0..2 {
+        let name = format!("pod-{i}");
+        pods.push(
+            start_named_pod(
+                &name,
+                1 << 30,
+                1_000_000,
+                &["--kv-store", &kv, "--scaleup-rpm-threshold", "100"],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "hot".into(),
+        model_info: info("tiny-regression"),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut c = Infer::new(channel(pods[0].mesh_port));
+    c.model_infer(req("hot", &input, false))
+        .await
+        .expect("first request");
+    assert_eq!(copies(&mut mgmt, "hot").await.len(), 1);
+    // Well above 100 requests per minute per copy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for _ in 0..20 {
+            c.model_infer(req("hot", &input, false))
+                .await
+                .expect("request");
+        }
+        let now = copies(&mut mgmt, "hot").await;
+        if now.len() == 2 {
+            assert!(
+                now.contains(&"pod-0".to_string()) && now.contains(&"pod-1".to_string()),
+                "{now:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second copy: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

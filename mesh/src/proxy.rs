@@ -9,7 +9,7 @@ use crate::dataplane::DataplaneConfig;
 use crate::error::MeshError;
 use crate::idpath;
 use crate::mesh::Mesh;
-use crate::registry::records::InstanceRecord;
+use crate::registry::records::{InstanceRecord, ModelRecord};
 use crate::routing::{Decision, View, decide};
 use bytes::Bytes;
 use std::str::FromStr;
@@ -27,7 +27,20 @@ pub struct Router {
     dataplane: DataplaneConfig,
     peers: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
     tie: AtomicU64,
+    scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
+    scaleup_rpm: u64,
 }
+
+/// Requests seen for one model in the current window, and when a scale-up last started.
+#[derive(Debug, Default, Clone, Copy)]
+struct RateWindow {
+    start_ms: u64,
+    count: u64,
+    last_scaleup_ms: u64,
+}
+
+/// Length of the request-rate window.
+const RATE_WINDOW_MS: u64 = 10_000;
 
 /// How a request reached this pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +68,8 @@ impl Hop {
 pub const HOP: &str = "mm-hop";
 /// Metadata marking "model not loaded here" answers to hit-only hops.
 pub const NOT_HERE: &str = "mm-not-here";
+/// Default `MM_SCALEUP_RPM_THRESHOLD`.
+pub const DEFAULT_SCALEUP_RPM: u64 = 2_000;
 /// Routing attempts per request (upstream's limit).
 const MAX_ITERATIONS: usize = 8;
 /// Load failures on different pods after which a request fails with the last error.
@@ -212,6 +227,8 @@ impl Router {
             dataplane,
             peers: Default::default(),
             tie: AtomicU64::new(0),
+            scaling: Default::default(),
+            scaleup_rpm: DEFAULT_SCALEUP_RPM,
         }
     }
 
@@ -297,6 +314,86 @@ impl Router {
         }
     }
 
+    /// Sets `MM_SCALEUP_RPM_THRESHOLD`: requests per minute per copy above which a copy is added.
+    pub fn with_scaleup_rpm(mut self, rpm: u64) -> Self {
+        self.scaleup_rpm = rpm.max(1);
+        self
+    }
+
+    /// Counts a request; returns true when the model is busy enough per copy to get another copy
+    /// (and no scale-up of it started in the last window). Pure arithmetic over the counters.
+    fn note_request(&self, id: &str, copies: usize) -> bool {
+        let now = crate::local::now_ms();
+        let mut m = self.scaling.lock().unwrap_or_else(|e| e.into_inner());
+        let w = m.entry(id.to_string()).or_default();
+        if now.saturating_sub(w.start_ms) > RATE_WINDOW_MS {
+            w.start_ms = now;
+            w.count = 0;
+        }
+        w.count += 1;
+        let elapsed = now.saturating_sub(w.start_ms).max(1_000);
+        let rpm = w.count * 60_000 / elapsed;
+        let hot = copies > 0 && rpm / copies as u64 > self.scaleup_rpm;
+        if hot && now.saturating_sub(w.last_scaleup_ms) > RATE_WINDOW_MS {
+            w.last_scaleup_ms = now;
+            return true;
+        }
+        false
+    }
+
+    /// Adds a copy of a busy model on the best pod that has none, in the background.
+    fn spawn_scaleup(
+        &self,
+        id: &str,
+        rec: &ModelRecord,
+        instances: &std::collections::BTreeMap<String, InstanceRecord>,
+    ) {
+        let me = self.mesh.local.instance_id().to_string();
+        let holders: Vec<String> = rec.instance_ids.keys().cloned().collect();
+        let mut fresh = rec.clone();
+        fresh.instance_ids.clear();
+        let view = View {
+            me: &me,
+            loaded_here: false,
+            record: &fresh,
+            instances,
+            units: self.mesh.local.predicted_units(rec),
+            tried_copies: &[],
+            tried_loads: &holders,
+            balanced: false,
+            tie: self.tie.fetch_add(1, Ordering::Relaxed),
+            now_ms: crate::local::now_ms(),
+            failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
+        };
+        let decision = decide(&view);
+        let (mesh, id, rec) = (self.mesh.clone(), id.to_string(), rec.clone());
+        let peer_addr = match &decision {
+            Decision::ForwardLoad(p) => instances.get(p).map(|i| i.internal_address.clone()),
+            _ => None,
+        };
+        let channel = peer_addr.as_deref().and_then(|a| self.peer(a).ok());
+        tokio::spawn(async move {
+            match (decision, channel) {
+                (Decision::LoadHere, _) => {
+                    tracing::info!(model = %id, "busy model: adding a copy here");
+                    let _ = mesh.local.start(&id, &rec).await;
+                }
+                (Decision::ForwardLoad(p), Some(ch)) => {
+                    tracing::info!(model = %id, pod = %p, "busy model: adding a copy on another pod");
+                    let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
+                        model_id: id.clone(),
+                        sync: false,
+                        ..Default::default()
+                    };
+                    let _ = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(ch)
+                        .ensure_loaded(req)
+                        .await;
+                }
+                _ => {}
+            }
+        });
+    }
+
     /// Cluster routing for a request that entered this pod from a client.
     async fn route(
         &self,
@@ -311,6 +408,17 @@ impl Router {
         let balanced = md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true");
         let (mut tried_copies, mut tried_loads) = (Vec::new(), Vec::new());
         let mut load_failures = 0;
+        // Copy scaling: a model busy enough per copy gets another copy on a pod without one.
+        if let Some((rec, _)) = self.mesh.registry.get(&id) {
+            let instances: std::collections::BTreeMap<String, InstanceRecord> =
+                self.mesh.instances.list().into_iter().collect();
+            let live = |p: &String| instances.get(p).is_some_and(|i| !i.shutdown);
+            let copies = rec.instance_ids.keys().filter(|p| live(p)).count();
+            let pods = instances.values().filter(|i| !i.shutdown).count();
+            if copies < pods && self.note_request(&id, copies) {
+                self.spawn_scaleup(&id, &rec, &instances);
+            }
+        }
         let mut last: Option<Status> = None;
         for _ in 0..MAX_ITERATIONS {
             let loaded_here = self.mesh.local.try_hit(&id);

@@ -49,6 +49,8 @@ pub struct SidecarConfig {
     pub internal_addr: Option<SocketAddr>,
     /// Host peers use to reach this pod (`MM_LOCATION`, e.g. the pod IP).
     pub location: String,
+    /// Requests per minute per copy above which a copy is added (`MM_SCALEUP_RPM_THRESHOLD`).
+    pub scaleup_rpm: u64,
     /// Probe port address (`/ready`, `/live`).
     pub probe_addr: Option<SocketAddr>,
     /// Prometheus address.
@@ -210,7 +212,10 @@ impl Sidecar {
             internal_address,
         );
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
-        let router = Arc::new(Router::new(mesh.clone(), data, cfg.dataplane.clone()));
+        let router = Arc::new(
+            Router::new(mesh.clone(), data, cfg.dataplane.clone())
+                .with_scaleup_rpm(cfg.scaleup_rpm),
+        );
         Ok(Sidecar {
             mesh,
             router,

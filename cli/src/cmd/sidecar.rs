@@ -69,6 +69,9 @@ pub struct Args {
     /// Host other pods use to reach this one (the pod IP in Kubernetes).
     #[arg(long, env = "MM_LOCATION", default_value = "127.0.0.1")]
     pub location: String,
+    /// Requests per minute per copy above which another copy of a model is loaded.
+    #[arg(long, env = "MM_SCALEUP_RPM_THRESHOLD", default_value_t = 2000)]
+    pub scaleup_rpm_threshold: u64,
     /// KServe v2 REST port; 0 disables.
     #[arg(long, env = "MM_REST_PORT", default_value_t = 8008)]
     pub rest_port: u16,
@@ -119,6 +122,7 @@ impl Args {
             rest_addr: port(self.rest_port),
             internal_addr: port(self.internal_port),
             location: self.location.clone(),
+            scaleup_rpm: self.scaleup_rpm_threshold,
             probe_addr: port(self.probe_port),
             metrics_addr: port(self.metrics_port),
             runtime_poll: (

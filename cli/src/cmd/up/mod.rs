@@ -153,6 +153,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         rest_addr: Some(SocketAddr::new(a.address, a.rest_port)),
         internal_addr: None,
         location: "127.0.0.1".into(),
+        scaleup_rpm: modelmesh_mesh::proxy::DEFAULT_SCALEUP_RPM,
         probe_addr: None,
         metrics_addr: (a.metrics_port != 0).then(|| SocketAddr::new(a.address, a.metrics_port)),
         runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
