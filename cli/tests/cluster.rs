@@ -426,3 +426,64 @@ async fn sustained_load_adds_a_copy() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn sigterm_moves_a_pods_models_first_and_no_request_fails() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let mut pods = cluster(2, &url).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    let ids: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    for id in &ids {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.clone(),
+            model_info: info("tiny-regression"),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    }
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut warm = Infer::new(channel(pods[0].mesh_port));
+    for id in &ids {
+        warm.model_infer(req(id, &input, false))
+            .await
+            .expect("warm-up");
+    }
+    let mut on_1 = Vec::new();
+    for id in &ids {
+        if copies(&mut mgmt, id).await.contains(&"pod-1".to_string()) {
+            on_1.push(id.clone());
+        }
+    }
+    assert!(!on_1.is_empty(), "placement put nothing on pod-1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = load_loop(pods[0].mesh_port, ids.clone(), input, stop.clone());
+    let victim = pods.remove(1);
+    let mut sidecar = victim.sidecar;
+    let sidecar = tokio::task::spawn_blocking(move || {
+        sidecar.stop(Duration::from_secs(90));
+        sidecar
+    })
+    .await
+    .expect("stop");
+    let mut sidecar = sidecar;
+    let status = sidecar.child.try_wait().expect("wait").expect("exited");
+    assert!(status.success(), "{status}");
+    let log = sidecar.log_text();
+    for id in &on_1 {
+        let c = copies(&mut mgmt, id).await;
+        assert!(
+            c.contains(&"pod-0".to_string()),
+            "{id} was not moved before pod-1 exited: {c:?}; log:\n{log}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = task.await.expect("load loop");
+    assert!(ok > 20, "too few requests: {ok}");
+    assert!(
+        failed.is_empty(),
+        "requests failed during the shutdown: {failed:?}"
+    );
+}

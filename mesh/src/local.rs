@@ -160,6 +160,25 @@ impl LocalModels {
         loaded
     }
 
+    /// Removes this pod from the registrations of all its copies (at shutdown, so peers stop
+    /// forwarding here before the instance lease expires).
+    pub async fn deregister_all(&self) {
+        let me = self.cfg.instance_id.clone();
+        for id in self.ids_by_age() {
+            let _ = self
+                .registry
+                .update(&id, |cur| match cur {
+                    Some(r) if r.instance_ids.contains_key(&me) => {
+                        let mut r = r.clone();
+                        r.instance_ids.remove(&me);
+                        Update::Put(r)
+                    }
+                    _ => Update::Keep,
+                })
+                .await;
+        }
+    }
+
     /// How long load failures are remembered, in ms.
     pub fn failure_expiry_ms(&self) -> u64 {
         self.cfg.failure_expiry.as_millis() as u64

@@ -394,6 +394,81 @@ impl Router {
         });
     }
 
+    /// Before this pod exits: loads each of its models (most recently used first) on another
+    /// pod, waiting for each, so no request has to wait for a load after it is gone.
+    pub async fn rehome_all(&self, budget: std::time::Duration) {
+        let started = Instant::now();
+        let me = self.mesh.local.instance_id().to_string();
+        let mut ids = self.mesh.local.ids_by_age();
+        ids.reverse();
+        for id in ids {
+            if started.elapsed() > budget {
+                tracing::warn!(
+                    "migration budget spent; remaining models will load on demand elsewhere"
+                );
+                return;
+            }
+            let Some((rec, _)) = self.mesh.registry.get(&id) else {
+                continue;
+            };
+            let instances: std::collections::BTreeMap<String, InstanceRecord> = self
+                .mesh
+                .instances
+                .list()
+                .into_iter()
+                .filter(|(k, _)| *k != me)
+                .collect();
+            let live_copies = rec
+                .instance_ids
+                .keys()
+                .filter(|p| **p != me && instances.get(*p).is_some_and(|i| !i.shutdown))
+                .count();
+            if live_copies > 0 {
+                continue; // already served elsewhere
+            }
+            let mut fresh = rec.clone();
+            fresh.instance_ids.clear();
+            let tried = [me.clone()];
+            let view = View {
+                me: &me,
+                loaded_here: false,
+                record: &fresh,
+                instances: &instances,
+                units: self.mesh.local.predicted_units(&rec),
+                tried_copies: &[],
+                tried_loads: &tried,
+                balanced: false,
+                tie: self.tie.fetch_add(1, Ordering::Relaxed),
+                now_ms: crate::local::now_ms(),
+                failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
+            };
+            let Decision::ForwardLoad(peer) = decide(&view) else {
+                continue;
+            };
+            let Some(addr) = instances.get(&peer).map(|i| i.internal_address.clone()) else {
+                continue;
+            };
+            let Ok(ch) = self.peer(&addr) else { continue };
+            let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
+                model_id: id.clone(),
+                sync: true,
+                ..Default::default()
+            };
+            let left = budget.saturating_sub(started.elapsed());
+            let mut client = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(ch);
+            let call = client.ensure_loaded(req);
+            match tokio::time::timeout(left, call).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(model = %id, pod = %peer, "moved model before shutdown")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(model = %id, pod = %peer, error = %e.message(), "could not move model")
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Cluster routing for a request that entered this pod from a client.
     async fn route(
         &self,
@@ -591,13 +666,27 @@ impl Router {
             .await
             .map_err(|e| Status::unavailable(format!("instance {peer} not reachable: {e}")))?;
         metrics::counter!("modelmesh_forwarded_requests", "hop" => hop).increment(1);
-        let resp = grpc.unary(req, path, RawCodec).await?;
+        let resp = grpc.unary(req, path, RawCodec).await.map_err(|s| {
+            // A peer that died mid-call surfaces as a transport error with no gRPC status:
+            // that is the peer being unavailable, which the caller retries elsewhere.
+            if s.code() == Code::Unknown
+                && (s.message().contains("transport error")
+                    || s.message().contains("h2 protocol error"))
+            {
+                Status::unavailable(format!(
+                    "instance {peer} failed during the call: {}",
+                    s.message()
+                ))
+            } else {
+                s
+            }
+        })?;
         let (md, body, _) = resp.into_parts();
         Ok((md, body))
     }
 
     /// A pooled channel to a peer's internal port.
-    fn peer(&self, addr: &str) -> Result<Channel, Status> {
+    pub(crate) fn peer(&self, addr: &str) -> Result<Channel, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());

@@ -119,6 +119,7 @@ pub struct Sidecar {
     max_message: usize,
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
+    internal_enabled: bool,
     _publisher: AbortOnDrop,
 }
 
@@ -162,6 +163,7 @@ impl Sidecar {
             ),
             None => None,
         };
+        let internal_is_some = internal.is_some();
         let internal_address = internal
             .as_ref()
             .and_then(|l| l.local_addr().ok())
@@ -226,6 +228,7 @@ impl Sidecar {
             max_message: cfg.max_message,
             ready: Arc::new(AtomicBool::new(true)),
             shutting_down,
+            internal_enabled: internal_is_some,
             _publisher: AbortOnDrop(publisher),
         })
     }
@@ -331,10 +334,20 @@ impl Sidecar {
                 let _ = grx.wait_for(|v| *v).await;
             });
         let mut grace = rx.clone();
+        let router = self.router.clone();
+        let has_peers = self.internal_enabled;
         tokio::spawn(async move {
             shutdown.await;
             ready.store(false, Ordering::Relaxed);
             shutting_down.store(true, Ordering::Relaxed);
+            if has_peers && router.mesh().instances.len() > 1 {
+                // Let peers see the shutdown flag (republished within a second) so they stop
+                // sending new work here, then move this pod's models.
+                tracing::info!("shutting down: moving this pod's models to other pods");
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                router.rehome_all(Duration::from_secs(60)).await;
+                router.mesh().local.deregister_all().await;
+            }
             tracing::info!("shutting down: no new requests; finishing in-flight ones");
             let _ = tx.send(true);
         });
