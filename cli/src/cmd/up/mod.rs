@@ -51,6 +51,9 @@ pub struct Args {
     /// Use this KV store instead of the embedded one (e.g. etcd:http://127.0.0.1:2379).
     #[arg(long)]
     kv_store: Option<String>,
+    /// Number of mesh instances (each with its own runtime), forming one cluster.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// Prometheus port (0 = off).
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
@@ -76,9 +79,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         bail!("--predictors and --models must be directories");
     }
     let work = std::env::temp_dir().join(format!("modelmesh-up-{}", std::process::id()));
-    let root = work.join("models");
-    std::fs::create_dir_all(root.join("_triton_models"))
-        .with_context(|| format!("creating {}", root.display()))?;
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let cfgdir = work.join("storage-config");
     std::fs::create_dir_all(&cfgdir)?;
     std::fs::write(
@@ -86,79 +87,37 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         serde_json::json!({"type": "local", "root": models}).to_string(),
     )?;
 
-    // The runtime.
-    let runtime = BoundRuntime::bind(RuntimeConfig {
-        model_repository: root.join("_triton_models"),
-        grpc_addr: "127.0.0.1:0".parse()?,
-        http_addr: None,
-        load_models: vec![],
-    })
-    .await?;
-    let runtime_port = runtime
-        .grpc_addr()
-        .map(|a| a.port())
-        .context("runtime port")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
+    let kv = match &a.kv_store {
+        Some(v) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
+        None => KvConfig::Memory(a.state.clone()),
     };
-    let rt_stop = stopped(stop_rx.clone());
-    tokio::spawn(async move {
-        if let Err(e) = runtime.serve(rt_stop).await {
-            tracing::error!(error = %e, "runtime stopped");
-        }
-    });
-
-    // The adapter.
-    let adapter = modelmesh_adapters::build(AdapterConfig {
-        server_type: ServerType::Triton,
-        runtime_host: "127.0.0.1".into(),
-        runtime_port,
-        container_mem_req_bytes: i64::try_from(a.memory).unwrap_or(i64::MAX),
-        mem_buffer_bytes: 0,
-        root_model_dir: root.clone(),
-        use_embedded_puller: true,
-        storage_config_dir: cfgdir.clone(),
-        ..Default::default()
-    })
-    .map_err(|e| anyhow::anyhow!("adapter: {e}"))?;
-    let adapter_listener = local_listener().await?;
-    let adapter_port = adapter_listener.local_addr()?.port();
-    let ad_stop = stopped(stop_rx.clone());
-    tokio::spawn(async move {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(adapter_listener).with_nodelay(Some(true));
-        let _ = tonic::transport::Server::builder()
-            .add_service(ModelRuntimeServer::new(adapter))
-            .serve_with_incoming_shutdown(incoming, ad_stop)
-            .await;
-    });
-
-    // The mesh.
-    let cfg = SidecarConfig {
-        service_name: "modelmesh-up".into(),
-        kv: match &a.kv_store {
-            Some(v) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
-            None => KvConfig::Memory(a.state.clone()),
-        },
-        kv_prefix: "mm".into(),
-        instance_id: "local".into(),
-        grpc_addr: SocketAddr::new(a.address, a.grpc_port),
-        runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
-        runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
-        default_vmodel_owner: String::new(),
-        load_failure_expiry: Duration::from_secs(30),
-        dataplane: DataplaneConfig::kserve_v2(),
-        max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
-        rest_addr: Some(SocketAddr::new(a.address, a.rest_port)),
-        internal_addr: None,
-        location: "127.0.0.1".into(),
-        scaleup_rpm: modelmesh_mesh::proxy::DEFAULT_SCALEUP_RPM,
-        probe_addr: None,
-        metrics_addr: (a.metrics_port != 0).then(|| SocketAddr::new(a.address, a.metrics_port)),
-        runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
-    };
-    let sidecar = Sidecar::start(cfg, None).await?;
+    // One store shared by every instance, as pods of one cluster share etcd.
+    let store = modelmesh_mesh::sidecar::connect_kv(&kv).await?;
+    let n = a.instances.max(1);
+    let mut sidecars = Vec::new();
+    for i in 0..n {
+        let pod = Pod {
+            index: i,
+            count: n,
+            work: &work,
+            cfgdir: &cfgdir,
+            kv: &kv,
+        };
+        sidecars.push(start_pod(&a, pod, store.clone(), stop_rx.clone()).await?);
+    }
+    let sidecar = sidecars.remove(0);
+    for (i, other) in sidecars.into_iter().enumerate() {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            if let Err(e) = other.serve(stop).await {
+                tracing::error!(instance = i + 1, error = %e, "instance stopped");
+            }
+        });
+    }
     let mesh = sidecar.mesh.clone();
     let state: watch::Shared = Arc::default();
     let mut last = Default::default();
@@ -204,15 +163,29 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         for _ in 0..600 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let vms = loaded_mesh.vmodels.list();
-            let done = vms.iter().all(|(_, vm)| {
+            let loaded = |id: &str| {
+                loaded_mesh
+                    .registry
+                    .get(id)
+                    .is_some_and(|(r, _)| !r.instance_ids.is_empty() || !r.failed_in.is_empty())
+            };
+            let here = |id: &str| {
                 loaded_mesh
                     .local
-                    .status(&vm.active)
+                    .status(id)
                     .is_some_and(|s| s != modelmesh_mesh::local::CopyStatus::Loading)
-            });
-            if done {
-                let (_, used, _, n) = loaded_mesh.local.usage();
-                eprintln!("modelmesh up: {n} model(s) loaded, {used} bytes in use");
+            };
+            if vms
+                .iter()
+                .all(|(_, vm)| here(&vm.active) || (n > 1 && loaded(&vm.active)))
+            {
+                let copies: usize = loaded_mesh
+                    .registry
+                    .list()
+                    .iter()
+                    .map(|(_, r)| r.instance_ids.len())
+                    .sum();
+                eprintln!("modelmesh up: {copies} model(s) loaded on {n} instance(s)");
                 return;
             }
         }
@@ -229,9 +202,110 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         super::signal::shutdown().await;
         let _ = stop_tx.send(true);
     };
+    if n > 1 {
+        eprintln!(
+            "modelmesh up: {n} instances; instance i serves gRPC on port {}+i and REST on {}+i",
+            a.grpc_port, a.rest_port
+        );
+    }
     sidecar.serve_with(Some(extra), shutdown).await?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Where one instance of `up` lives.
+struct Pod<'a> {
+    index: usize,
+    count: usize,
+    work: &'a std::path::Path,
+    cfgdir: &'a std::path::Path,
+    kv: &'a KvConfig,
+}
+
+/// Starts one instance: its runtime, its adapter and its mesh sidecar.
+async fn start_pod(
+    a: &Args,
+    pod: Pod<'_>,
+    store: Arc<dyn modelmesh_mesh::kv::KvStore>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Sidecar> {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let root = pod
+        .work
+        .join(format!("instance-{}", pod.index))
+        .join("models");
+    std::fs::create_dir_all(root.join("_triton_models"))
+        .with_context(|| format!("creating {}", root.display()))?;
+    let runtime = BoundRuntime::bind(RuntimeConfig {
+        model_repository: root.join("_triton_models"),
+        grpc_addr: "127.0.0.1:0".parse()?,
+        http_addr: None,
+        load_models: vec![],
+    })
+    .await?;
+    let runtime_port = runtime
+        .grpc_addr()
+        .map(|a| a.port())
+        .context("runtime port")?;
+    let rt_stop = stopped(stop_rx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = runtime.serve(rt_stop).await {
+            tracing::error!(error = %e, "runtime stopped");
+        }
+    });
+    let adapter = modelmesh_adapters::build(AdapterConfig {
+        server_type: ServerType::Triton,
+        runtime_host: "127.0.0.1".into(),
+        runtime_port,
+        container_mem_req_bytes: i64::try_from(a.memory).unwrap_or(i64::MAX),
+        mem_buffer_bytes: 0,
+        root_model_dir: root.clone(),
+        use_embedded_puller: true,
+        storage_config_dir: pod.cfgdir.to_path_buf(),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("adapter: {e}"))?;
+    let adapter_listener = local_listener().await?;
+    let adapter_port = adapter_listener.local_addr()?.port();
+    let ad_stop = stopped(stop_rx.clone());
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(adapter_listener).with_nodelay(Some(true));
+        let _ = tonic::transport::Server::builder()
+            .add_service(ModelRuntimeServer::new(adapter))
+            .serve_with_incoming_shutdown(incoming, ad_stop)
+            .await;
+    });
+    let port = |base: u16| base.saturating_add(pod.index as u16);
+    let cfg = SidecarConfig {
+        service_name: "modelmesh-up".into(),
+        kv: pod.kv.clone(),
+        kv_prefix: "mm".into(),
+        instance_id: if pod.count > 1 {
+            format!("local-{}", pod.index)
+        } else {
+            "local".into()
+        },
+        grpc_addr: SocketAddr::new(a.address, port(a.grpc_port)),
+        runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
+        runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
+        default_vmodel_owner: String::new(),
+        load_failure_expiry: Duration::from_secs(30),
+        dataplane: DataplaneConfig::kserve_v2(),
+        max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
+        rest_addr: Some(SocketAddr::new(a.address, port(a.rest_port))),
+        internal_addr: (pod.count > 1)
+            .then(|| SocketAddr::new("127.0.0.1".parse().unwrap_or(a.address), 0)),
+        location: "127.0.0.1".into(),
+        scaleup_rpm: modelmesh_mesh::proxy::DEFAULT_SCALEUP_RPM,
+        probe_addr: None,
+        metrics_addr: (a.metrics_port != 0 && pod.index == 0)
+            .then(|| SocketAddr::new(a.address, a.metrics_port)),
+        runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
+    };
+    Ok(Sidecar::start(cfg, Some(store)).await?)
 }
 
 async fn status_json(

@@ -1,0 +1,76 @@
+//! `modelmesh up` as users run it: the examples served, requests answered on every instance of
+//! `--instances N`, and an invalid predictor file reported without stopping the others.
+
+mod common;
+
+use common::kserve::{assert_outputs_match, raw_request, response_json};
+use common::*;
+use modelmesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient as Infer;
+use std::time::Duration;
+
+#[tokio::test]
+async fn up_with_two_instances_serves_on_both_and_reports_bad_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let predictors = dir.path().join("predictors");
+    copy_tree(&root().join("examples/predictors"), &predictors);
+    std::fs::write(
+        predictors.join("broken.yaml"),
+        "apiVersion: serving.kserve.io/v1alpha1\nkind: Predictor\n",
+    )
+    .expect("write");
+    // Instance i listens on base + i: reserve two consecutive ports for each.
+    let pair = || loop {
+        let a = free_port();
+        if free_port() == a + 1 {
+            return a;
+        }
+    };
+    let (grpc, rest) = (pair(), pair());
+    let mut cmd = modelmesh();
+    cmd.args(["up", "--instances", "2", "--predictors"])
+        .arg(&predictors)
+        .arg("--models")
+        .arg(root().join("examples/models"))
+        .args([
+            "--grpc-port",
+            &grpc.to_string(),
+            "--rest-port",
+            &rest.to_string(),
+        ]);
+    let mut up = Proc::spawn("up", cmd, dir.path());
+    wait_until("examples loaded", &mut up, Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+        async move { log.contains("model(s) loaded") }
+    })
+    .await;
+    let ex = expected();
+    for port in [grpc, grpc + 1] {
+        for name in ["mnist-classifier", "tiny-regression", "typed-ops"] {
+            let r = Infer::new(channel(port))
+                .model_infer(raw_request(name, &ex[name]["inputs"]))
+                .await
+                .unwrap_or_else(|e| panic!("{name} on port {port}: {e:?}"))
+                .into_inner();
+            assert_outputs_match(&response_json(&r), &ex[name]["outputs"]);
+        }
+    }
+    let status: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{rest}/_modelmesh/status"))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+    assert!(
+        status["invalid_files"]["broken.yaml"]
+            .as_str()
+            .unwrap_or("")
+            .contains("metadata"),
+        "{status}"
+    );
+    assert_eq!(
+        status["vmodels"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+}
