@@ -487,3 +487,77 @@ async fn sigterm_moves_a_pods_models_first_and_no_request_fails() {
         "requests failed during the shutdown: {failed:?}"
     );
 }
+
+#[tokio::test]
+async fn type_constraints_restrict_where_models_load() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let kv = format!("etcd:{url}");
+    let tc = r#"{"onnx": {"required": ["mt:onnx"]}, "gpu-only": {"required": ["gpu"]}}"#;
+    let pod0 = start_named_pod(
+        "pod-0",
+        1 << 30,
+        1_000_000,
+        &[
+            "--kv-store",
+            &kv,
+            "--type-constraints",
+            tc,
+            "--labels",
+            "mt:onnx,rt:ours",
+        ],
+    )
+    .await;
+    let pod1 = start_named_pod(
+        "pod-1",
+        1 << 30,
+        1_000_000,
+        &[
+            "--kv-store",
+            &kv,
+            "--type-constraints",
+            tc,
+            "--labels",
+            "rt:other",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod1.mesh_port));
+    for (id, ty) in [("c1", "onnx"), ("c2", "onnx"), ("g1", "gpu-only")] {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.into(),
+            model_info: Some(mm::ModelInfo {
+                r#type: ty.into(),
+                path: "tiny-regression".into(),
+                key: r#"{"model_type":{"name":"onnx"}}"#.into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    }
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    // Requests enter pod-1, whose labels do not allow onnx: the copies land on pod-0.
+    let mut c = Infer::new(channel(pod1.mesh_port));
+    for id in ["c1", "c2"] {
+        c.model_infer(req(id, &input, false))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        assert_eq!(
+            copies(&mut mgmt, id).await,
+            vec!["pod-0".to_string()],
+            "{id}"
+        );
+    }
+    let e = c.model_infer(req("g1", &input, false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(
+            "There are no running instances that meet the label requirements of type gpu-only"
+        ),
+        "{}",
+        e.message()
+    );
+    drop(pod0);
+}

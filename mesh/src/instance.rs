@@ -18,6 +18,7 @@ pub fn record(
     started: u64,
     shutting_down: bool,
     internal_address: &str,
+    labels: &[String],
 ) -> InstanceRecord {
     let (cap, used, _, count) = local.usage();
     let unit = crate::cache::UNIT_BYTES;
@@ -30,6 +31,7 @@ pub fn record(
         loading_threads: i64::from(local.runtime_info().max_loading_concurrency),
         shutdown: shutting_down,
         internal_address: internal_address.to_string(),
+        labels: labels.to_vec(),
         ..Default::default()
     }
 }
@@ -43,6 +45,7 @@ pub fn spawn_publisher(
     shutdown: Arc<AtomicBool>,
     every: Duration,
     internal_address: String,
+    labels: Vec<String>,
 ) -> tokio::task::JoinHandle<()> {
     let key = format!("{}{}", layout.instances(), local.instance_id());
     let started = now_ms();
@@ -68,6 +71,7 @@ pub fn spawn_publisher(
                 started,
                 shutdown.load(Ordering::Relaxed),
                 &internal_address,
+                &labels,
             );
             let value = serde_json::to_vec(&rec).unwrap_or_default();
             match store

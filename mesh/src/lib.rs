@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod codec;
+pub mod constraints;
 pub mod dataplane;
 pub mod error;
 pub mod idpath;

@@ -27,6 +27,8 @@ pub struct Router {
     dataplane: DataplaneConfig,
     peers: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
     tie: AtomicU64,
+    constraints: crate::constraints::TypeConstraints,
+    labels: Vec<String>,
     scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
     scaleup_rpm: u64,
 }
@@ -227,6 +229,8 @@ impl Router {
             dataplane,
             peers: Default::default(),
             tie: AtomicU64::new(0),
+            constraints: Default::default(),
+            labels: Vec::new(),
             scaling: Default::default(),
             scaleup_rpm: DEFAULT_SCALEUP_RPM,
         }
@@ -312,6 +316,30 @@ impl Router {
             }
             Hop::External => self.route(method, md, body, &target, id, deadline).await,
         }
+    }
+
+    /// Sets the type constraints and this pod's labels.
+    pub fn with_constraints(
+        mut self,
+        constraints: crate::constraints::TypeConstraints,
+        labels: Vec<String>,
+    ) -> Self {
+        self.constraints = constraints;
+        self.labels = labels;
+        self
+    }
+
+    /// Live instances whose labels meet the model type's requirements.
+    fn eligible_instances(
+        &self,
+        model_type: &str,
+    ) -> std::collections::BTreeMap<String, InstanceRecord> {
+        self.mesh
+            .instances
+            .list()
+            .into_iter()
+            .filter(|(_, i)| self.constraints.eligible(model_type, &i.labels))
+            .collect()
     }
 
     /// Sets `MM_SCALEUP_RPM_THRESHOLD`: requests per minute per copy above which a copy is added.
@@ -412,9 +440,7 @@ impl Router {
                 continue;
             };
             let instances: std::collections::BTreeMap<String, InstanceRecord> = self
-                .mesh
-                .instances
-                .list()
+                .eligible_instances(&rec.model_type)
                 .into_iter()
                 .filter(|(k, _)| *k != me)
                 .collect();
@@ -485,8 +511,7 @@ impl Router {
         let mut load_failures = 0;
         // Copy scaling: a model busy enough per copy gets another copy on a pod without one.
         if let Some((rec, _)) = self.mesh.registry.get(&id) {
-            let instances: std::collections::BTreeMap<String, InstanceRecord> =
-                self.mesh.instances.list().into_iter().collect();
+            let instances = self.eligible_instances(&rec.model_type);
             let live = |p: &String| instances.get(p).is_some_and(|i| !i.shutdown);
             let copies = rec.instance_ids.keys().filter(|p| live(p)).count();
             let pods = instances.values().filter(|i| !i.shutdown).count();
@@ -497,10 +522,7 @@ impl Router {
         let mut last: Option<Status> = None;
         for _ in 0..MAX_ITERATIONS {
             let loaded_here = self.mesh.local.try_hit(&id);
-            let instances: std::collections::BTreeMap<String, InstanceRecord> =
-                self.mesh.instances.list().into_iter().collect();
-            if loaded_here || !instances.contains_key(&me) {
-                // Served here, or this pod is not published yet (single-pod start-up).
+            if loaded_here {
                 return self
                     .serve_local(method, md, &body, target, id, deadline)
                     .await;
@@ -514,6 +536,24 @@ impl Router {
             else {
                 return Err(MeshError::ModelNotFound(id).into());
             };
+            let published = self.mesh.instances.get(&me).is_some();
+            let instances = self.eligible_instances(&rec.model_type);
+            if !published {
+                // This pod is not published yet (single-pod start-up): it is the only choice.
+                if !self.constraints.eligible(&rec.model_type, &self.labels) {
+                    return Err(Status::failed_precondition(
+                        self.constraints.no_instance_message(&rec.model_type),
+                    ));
+                }
+                return self
+                    .serve_local(method, md, &body, target, id, deadline)
+                    .await;
+            }
+            if instances.is_empty() {
+                return Err(Status::failed_precondition(
+                    self.constraints.no_instance_message(&rec.model_type),
+                ));
+            }
             let units = self.mesh.local.predicted_units(&rec);
             let tie = self.tie.fetch_add(1, Ordering::Relaxed);
             let view = View {

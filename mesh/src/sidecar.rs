@@ -51,6 +51,10 @@ pub struct SidecarConfig {
     pub location: String,
     /// Requests per minute per copy above which a copy is added (`MM_SCALEUP_RPM_THRESHOLD`).
     pub scaleup_rpm: u64,
+    /// This pod's labels (`MM_LABELS`).
+    pub labels: Vec<String>,
+    /// Type constraints (`MM_TYPE_CONSTRAINTS[_PATH]`).
+    pub constraints: crate::constraints::TypeConstraints,
     /// Probe port address (`/ready`, `/live`).
     pub probe_addr: Option<SocketAddr>,
     /// Prometheus address.
@@ -212,11 +216,13 @@ impl Sidecar {
             shutting_down.clone(),
             Duration::from_secs(1),
             internal_address,
+            cfg.labels.clone(),
         );
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
             Router::new(mesh.clone(), data, cfg.dataplane.clone())
-                .with_scaleup_rpm(cfg.scaleup_rpm),
+                .with_scaleup_rpm(cfg.scaleup_rpm)
+                .with_constraints(cfg.constraints.clone(), cfg.labels.clone()),
         );
         Ok(Sidecar {
             mesh,

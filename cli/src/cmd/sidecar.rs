@@ -69,6 +69,15 @@ pub struct Args {
     /// Host other pods use to reach this one (the pod IP in Kubernetes).
     #[arg(long, env = "MM_LOCATION", default_value = "127.0.0.1")]
     pub location: String,
+    /// This pod's labels, comma-separated (matched against type constraints).
+    #[arg(long, env = "MM_LABELS", default_value = "")]
+    pub labels: String,
+    /// Type constraints JSON: {"<type>": {"required": [labels]}, "_default": {...}}.
+    #[arg(long, env = "MM_TYPE_CONSTRAINTS")]
+    pub type_constraints: Option<String>,
+    /// File holding the type constraints JSON.
+    #[arg(long, env = "MM_TYPE_CONSTRAINTS_PATH")]
+    pub type_constraints_path: Option<std::path::PathBuf>,
     /// Requests per minute per copy above which another copy of a model is loaded.
     #[arg(long, env = "MM_SCALEUP_RPM_THRESHOLD", default_value_t = 2000)]
     pub scaleup_rpm_threshold: u64,
@@ -123,6 +132,18 @@ impl Args {
             internal_addr: port(self.internal_port),
             location: self.location.clone(),
             scaleup_rpm: self.scaleup_rpm_threshold,
+            labels: modelmesh_mesh::constraints::parse_labels(&self.labels),
+            constraints: match (&self.type_constraints, &self.type_constraints_path) {
+                (Some(json), _) => modelmesh_mesh::constraints::TypeConstraints::parse(json)
+                    .map_err(anyhow::Error::msg)?,
+                (None, Some(p)) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    modelmesh_mesh::constraints::TypeConstraints::parse(&text)
+                        .map_err(anyhow::Error::msg)?
+                }
+                (None, None) => Default::default(),
+            },
             probe_addr: port(self.probe_port),
             metrics_addr: port(self.metrics_port),
             runtime_poll: (

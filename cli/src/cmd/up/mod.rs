@@ -300,6 +300,8 @@ async fn start_pod(
             .then(|| SocketAddr::new("127.0.0.1".parse().unwrap_or(a.address), 0)),
         location: "127.0.0.1".into(),
         scaleup_rpm: modelmesh_mesh::proxy::DEFAULT_SCALEUP_RPM,
+        labels: Vec::new(),
+        constraints: Default::default(),
         probe_addr: None,
         metrics_addr: (a.metrics_port != 0 && pod.index == 0)
             .then(|| SocketAddr::new(a.address, a.metrics_port)),
