@@ -561,3 +561,76 @@ async fn type_constraints_restrict_where_models_load() {
     );
     drop(pod0);
 }
+
+#[tokio::test]
+async fn the_leader_reaps_registrations_of_dead_pods_and_leadership_moves_on() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let kv = format!("etcd:{url}");
+    let fast = [
+        "--instance-lease-ttl-secs",
+        "2",
+        "--reaper-interval-ms",
+        "300",
+        "--assume-instance-gone-ms",
+        "1000",
+    ];
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let name = format!("pod-{i}");
+        let mut args = vec!["--kv-store", &kv];
+        args.extend(fast);
+        pods.push(start_named_pod(&name, 1 << 30, 1_000_000, &args).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[2].mesh_port));
+    let ids: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    for id in &ids {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.clone(),
+            model_info: info("tiny-regression"),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    }
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut c = Infer::new(channel(pods[2].mesh_port));
+    for id in &ids {
+        c.model_infer(req(id, &input, false)).await.expect("load");
+    }
+    // Kill pod-0 (the first candidate, so the leader) and pod-1: pod-2 must take over and reap.
+    let mut held_by_dead = 0;
+    for id in &ids {
+        let cs = copies(&mut mgmt, id).await;
+        held_by_dead += cs.iter().filter(|p| *p != "pod-2").count();
+    }
+    assert!(held_by_dead > 0, "nothing placed on the pods to be killed");
+    drop(pods.remove(0));
+    drop(pods.remove(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut stale = 0;
+        for id in &ids {
+            stale += copies(&mut mgmt, id)
+                .await
+                .iter()
+                .filter(|p| *p != "pod-2")
+                .count();
+        }
+        if stale == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stale} registrations of dead pods were not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Requests still work from the surviving pod.
+    for id in &ids {
+        c.model_infer(req(id, &input, false))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+}

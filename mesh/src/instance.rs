@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Lease TTL of the instance record, in seconds.
+/// Default lease TTL of the instance record, in seconds (upstream's minimum).
 pub const LEASE_TTL_SECS: i64 = 20;
 
 /// The record describing this pod now.
@@ -36,6 +36,17 @@ pub fn record(
     }
 }
 
+/// What peers need to know about this pod besides its load.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `host:port` of the internal hop port (empty: not reachable).
+    pub internal_address: String,
+    /// `MM_LABELS`.
+    pub labels: Vec<String>,
+    /// Lease TTL of the record, in seconds.
+    pub lease_ttl_secs: i64,
+}
+
 /// Publishes the record under a lease every `every` until the task is dropped; `shutdown` is
 /// reflected in the next publication.
 pub fn spawn_publisher(
@@ -44,9 +55,13 @@ pub fn spawn_publisher(
     local: Arc<LocalModels>,
     shutdown: Arc<AtomicBool>,
     every: Duration,
-    internal_address: String,
-    labels: Vec<String>,
+    me: Identity,
 ) -> tokio::task::JoinHandle<()> {
+    let Identity {
+        internal_address,
+        labels,
+        lease_ttl_secs,
+    } = me;
     let key = format!("{}{}", layout.instances(), local.instance_id());
     let started = now_ms();
     tokio::spawn(async move {
@@ -54,9 +69,9 @@ pub fn spawn_publisher(
         loop {
             let lease = match &keeper {
                 Some(k) => k.lease,
-                None => match store.grant_lease(LEASE_TTL_SECS).await {
+                None => match store.grant_lease(lease_ttl_secs).await {
                     Ok(id) => {
-                        keeper = Some(LeaseKeeper::start(store.clone(), id, LEASE_TTL_SECS));
+                        keeper = Some(LeaseKeeper::start(store.clone(), id, lease_ttl_secs));
                         id
                     }
                     Err(e) => {

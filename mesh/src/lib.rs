@@ -10,6 +10,7 @@ pub mod error;
 pub mod idpath;
 pub mod instance;
 pub mod kv;
+pub mod leader;
 pub mod load_queue;
 pub mod local;
 pub mod mesh;

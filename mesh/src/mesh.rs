@@ -34,6 +34,9 @@ pub struct Mesh {
     /// This pod's copies.
     pub local: Arc<LocalModels>,
     default_owner: String,
+    /// Whether this instance leads the cluster (runs transitions and the reaper). True until an
+    /// election says otherwise, so a single pod does everything itself.
+    pub leader: Arc<std::sync::atomic::AtomicBool>,
     /// VModels whose transition task is running.
     transitions: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -107,6 +110,7 @@ impl Mesh {
             local,
             default_owner,
             transitions: Default::default(),
+            leader: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         });
         let mut changes = mesh.registry.subscribe();
         let weak = Arc::downgrade(&mesh);
@@ -138,8 +142,9 @@ impl Mesh {
         tokio::spawn(async move {
             loop {
                 let Some(m) = weak.upgrade() else { return };
+                let leading = m.leader.load(std::sync::atomic::Ordering::Relaxed);
                 for (id, vm) in m.vmodels.list() {
-                    if vm.in_transition() {
+                    if leading && vm.in_transition() {
                         m.spawn_transition(id);
                     }
                 }

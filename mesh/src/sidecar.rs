@@ -51,6 +51,12 @@ pub struct SidecarConfig {
     pub location: String,
     /// Requests per minute per copy above which a copy is added (`MM_SCALEUP_RPM_THRESHOLD`).
     pub scaleup_rpm: u64,
+    /// Lease TTL of this pod's instance record and leader candidacy, in seconds.
+    pub instance_lease_ttl_secs: i64,
+    /// How often the leader's reaper runs.
+    pub reaper_every: Duration,
+    /// How long a pod must be gone before the reaper drops its registrations.
+    pub gone_after: Duration,
     /// This pod's labels (`MM_LABELS`).
     pub labels: Vec<String>,
     /// Type constraints (`MM_TYPE_CONSTRAINTS[_PATH]`).
@@ -125,6 +131,7 @@ pub struct Sidecar {
     shutting_down: Arc<AtomicBool>,
     internal_enabled: bool,
     _publisher: AbortOnDrop,
+    _leader: AbortOnDrop,
 }
 
 /// Stops a background task when its owner goes away.
@@ -199,6 +206,7 @@ impl Sidecar {
         lc.failure_expiry = cfg.load_failure_expiry;
         let local = LocalModels::new(lc, runtime, info, registry.clone());
         let (store_for_instances, instance_layout) = (store.clone(), layout.clone());
+        let (store_for_leader, leader_layout) = (store.clone(), layout.clone());
         let mesh = Mesh::start(
             store,
             layout,
@@ -215,8 +223,22 @@ impl Sidecar {
             mesh.local.clone(),
             shutting_down.clone(),
             Duration::from_secs(1),
-            internal_address,
-            cfg.labels.clone(),
+            crate::instance::Identity {
+                internal_address,
+                labels: cfg.labels.clone(),
+                lease_ttl_secs: cfg.instance_lease_ttl_secs,
+            },
+        );
+        let leader = crate::leader::spawn(
+            store_for_leader,
+            &leader_layout,
+            mesh.clone(),
+            crate::leader::LeaderConfig {
+                lease_ttl_secs: cfg.instance_lease_ttl_secs,
+                reaper_every: cfg.reaper_every,
+                gone_after: cfg.gone_after,
+            },
+            mesh.leader.clone(),
         );
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
@@ -236,6 +258,7 @@ impl Sidecar {
             shutting_down,
             internal_enabled: internal_is_some,
             _publisher: AbortOnDrop(publisher),
+            _leader: AbortOnDrop(leader),
         })
     }
 

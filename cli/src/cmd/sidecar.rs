@@ -69,6 +69,15 @@ pub struct Args {
     /// Host other pods use to reach this one (the pod IP in Kubernetes).
     #[arg(long, env = "MM_LOCATION", default_value = "127.0.0.1")]
     pub location: String,
+    /// Lease TTL of this pod's instance record, in seconds: how soon peers notice it is gone.
+    #[arg(long, env = "MM_INSTANCE_LEASE_TTL_SECS", default_value_t = 20)]
+    pub instance_lease_ttl_secs: i64,
+    /// How often the leader's reaper runs, in ms.
+    #[arg(long, env = "MM_REAPER_INTERVAL_MS", default_value_t = 420_000)]
+    pub reaper_interval_ms: u64,
+    /// How long a pod must be gone before its registrations are dropped, in ms.
+    #[arg(long, env = "MM_ASSUME_INSTANCE_GONE_MS", default_value_t = 600_000)]
+    pub assume_instance_gone_ms: u64,
     /// This pod's labels, comma-separated (matched against type constraints).
     #[arg(long, env = "MM_LABELS", default_value = "")]
     pub labels: String,
@@ -132,6 +141,9 @@ impl Args {
             internal_addr: port(self.internal_port),
             location: self.location.clone(),
             scaleup_rpm: self.scaleup_rpm_threshold,
+            instance_lease_ttl_secs: self.instance_lease_ttl_secs.max(2),
+            reaper_every: Duration::from_millis(self.reaper_interval_ms),
+            gone_after: Duration::from_millis(self.assume_instance_gone_ms),
             labels: modelmesh_mesh::constraints::parse_labels(&self.labels),
             constraints: match (&self.type_constraints, &self.type_constraints_path) {
                 (Some(json), _) => modelmesh_mesh::constraints::TypeConstraints::parse(json)

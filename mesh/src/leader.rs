@@ -1,0 +1,215 @@
+//! Leader election through the KV store, and the tasks only the leader runs: the reaper (drop
+//! registrations of pods gone longer than a timeout) and the cluster-wide gauges.
+//!
+//! Each instance puts `<base>leaderLatch/_<instanceId>` under its own lease; the candidate with
+//! the lowest create revision leads (upstream's scheme). A dead leader's key expires with its
+//! lease and the next candidate takes over.
+
+use crate::kv::{KvStore, LeaseKeeper, Op};
+use crate::mesh::Mesh;
+use crate::registry::Layout;
+use crate::registry::table::Update;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Timing of the leader's work.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderConfig {
+    /// Lease TTL of the candidate key, in seconds.
+    pub lease_ttl_secs: i64,
+    /// How often the reaper runs.
+    pub reaper_every: Duration,
+    /// How long an instance must be missing before its registrations are dropped.
+    pub gone_after: Duration,
+}
+
+/// Which registrations to drop: instances referenced by records but missing from the live set
+/// for longer than `gone_after`. Pure; `missing_since` is updated in place.
+pub fn gone_instances(
+    referenced: &HashSet<String>,
+    live: &HashSet<String>,
+    missing_since: &mut HashMap<String, Instant>,
+    now: Instant,
+    gone_after: Duration,
+) -> HashSet<String> {
+    missing_since.retain(|id, _| referenced.contains(id) && !live.contains(id));
+    let mut gone = HashSet::new();
+    for id in referenced.difference(live) {
+        let since = *missing_since.entry(id.clone()).or_insert(now);
+        if now.duration_since(since) >= gone_after {
+            gone.insert(id.clone());
+        }
+    }
+    gone
+}
+
+/// Runs the election and, while leading, the reaper. `is_leader` reflects the current state.
+pub fn spawn(
+    store: Arc<dyn KvStore>,
+    layout: &Layout,
+    mesh: Arc<Mesh>,
+    cfg: LeaderConfig,
+    is_leader: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let prefix = format!(
+        "{}leaderLatch/",
+        layout.instances().trim_end_matches("instances/")
+    );
+    let me = mesh.local.instance_id().to_string();
+    let key = format!("{prefix}_{me}");
+    tokio::spawn(async move {
+        let mut keeper: Option<LeaseKeeper> = None;
+        let mut missing_since = HashMap::new();
+        let mut last_reap = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if keeper.is_none() {
+                if let Ok(lease) = store.grant_lease(cfg.lease_ttl_secs).await
+                    && store
+                        .txn(
+                            vec![],
+                            vec![Op::Put {
+                                key: key.clone(),
+                                value: me.clone().into_bytes(),
+                                lease,
+                            }],
+                        )
+                        .await
+                        .is_ok()
+                {
+                    keeper = Some(LeaseKeeper::start(store.clone(), lease, cfg.lease_ttl_secs));
+                }
+                continue;
+            }
+            let Ok((candidates, _)) = store.range(&prefix).await else {
+                continue;
+            };
+            if !candidates.iter().any(|c| c.key == key) {
+                keeper = None; // our key expired: stand again
+                continue;
+            }
+            let leader = candidates
+                .iter()
+                .min_by_key(|c| c.create_revision)
+                .map(|c| c.key.clone());
+            let leading = leader.as_deref() == Some(key.as_str());
+            if leading != is_leader.swap(leading, Ordering::Relaxed) {
+                tracing::info!(leader = leading, "leadership changed");
+            }
+            if !leading || last_reap.elapsed() < cfg.reaper_every {
+                continue;
+            }
+            last_reap = Instant::now();
+            reap(&mesh, &mut missing_since, cfg.gone_after).await;
+            gauges(&mesh);
+        }
+    })
+}
+
+async fn reap(
+    mesh: &Arc<Mesh>,
+    missing_since: &mut HashMap<String, Instant>,
+    gone_after: Duration,
+) {
+    let live: HashSet<String> = mesh
+        .instances
+        .list()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let records = mesh.registry.list();
+    let referenced: HashSet<String> = records
+        .iter()
+        .flat_map(|(_, r)| r.instance_ids.keys().chain(r.failed_in.keys()).cloned())
+        .collect();
+    let gone = gone_instances(
+        &referenced,
+        &live,
+        missing_since,
+        Instant::now(),
+        gone_after,
+    );
+    if gone.is_empty() {
+        return;
+    }
+    for (id, r) in records {
+        if !r
+            .instance_ids
+            .keys()
+            .chain(r.failed_in.keys())
+            .any(|i| gone.contains(i))
+        {
+            continue;
+        }
+        let gone = gone.clone();
+        let _ = mesh
+            .registry
+            .update(&id, |cur| match cur {
+                Some(r) => {
+                    let mut r = r.clone();
+                    r.instance_ids.retain(|i, _| !gone.contains(i));
+                    r.failed_in.retain(|i, _| !gone.contains(i));
+                    r.fails.retain(|i, _| !gone.contains(i));
+                    Update::Put(r)
+                }
+                None => Update::Keep,
+            })
+            .await;
+    }
+    tracing::info!(instances = ?gone, "reaper removed registrations of instances that are gone");
+}
+
+fn gauges(mesh: &Arc<Mesh>) {
+    let records = mesh.registry.list();
+    let loaded = records
+        .iter()
+        .filter(|(_, r)| !r.instance_ids.is_empty())
+        .count();
+    let failed = records
+        .iter()
+        .filter(|(_, r)| !r.failed_in.is_empty())
+        .count();
+    metrics::gauge!("modelmesh_models_loaded_total").set(loaded as f64);
+    metrics::gauge!("modelmesh_models_with_failure_total").set(failed as f64);
+    metrics::gauge!("modelmesh_models_managed_total").set(records.len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_gone_only_after_the_timeout() {
+        let referenced: HashSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let live: HashSet<String> = ["a"].iter().map(|s| s.to_string()).collect();
+        let mut since = HashMap::new();
+        let t0 = Instant::now();
+        assert!(
+            gone_instances(&referenced, &live, &mut since, t0, Duration::from_secs(10)).is_empty()
+        );
+        let later = t0 + Duration::from_secs(11);
+        let gone = gone_instances(
+            &referenced,
+            &live,
+            &mut since,
+            later,
+            Duration::from_secs(10),
+        );
+        assert_eq!(gone, ["b".to_string()].into_iter().collect());
+        // It came back: forgotten.
+        let live2: HashSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        assert!(
+            gone_instances(
+                &referenced,
+                &live2,
+                &mut since,
+                later,
+                Duration::from_secs(10)
+            )
+            .is_empty()
+        );
+        assert!(since.is_empty());
+    }
+}
