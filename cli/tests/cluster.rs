@@ -634,3 +634,42 @@ async fn the_leader_reaps_registrations_of_dead_pods_and_leadership_moves_on() {
             .unwrap_or_else(|e| panic!("{id}: {e:?}"));
     }
 }
+
+#[tokio::test]
+async fn a_crashed_runtime_is_routed_around() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let mut pods = cluster(2, &url).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "rc".into(),
+        model_info: info("tiny-regression"),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut c = Infer::new(channel(pods[0].mesh_port));
+    let mut b = tonic::Request::new(raw_request("rc", &input));
+    b.get_mut().model_name.clear();
+    b.metadata_mut()
+        .insert("mm-model-id", "rc".parse().expect("ascii"));
+    b.metadata_mut()
+        .insert("mm-balanced", "true".parse().expect("ascii"));
+    c.model_infer(b).await.expect("load on pod-0");
+    assert_eq!(copies(&mut mgmt, "rc").await, vec!["pod-0".to_string()]);
+    // pod-0's runtime crashes (the sidecar stays up).
+    let _ = pods[0].runtime.child.kill();
+    let _ = pods[0].runtime.child.wait();
+    for _ in 0..20 {
+        let r = c
+            .model_infer(req("rc", &input, false))
+            .await
+            .expect("served from the other pod");
+        assert_outputs_match(
+            &response_json(&r.into_inner()),
+            &expected()["tiny-regression"]["outputs"],
+        );
+    }
+    assert!(copies(&mut mgmt, "rc").await.contains(&"pod-1".to_string()));
+}

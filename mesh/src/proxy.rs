@@ -522,10 +522,22 @@ impl Router {
         let mut last: Option<Status> = None;
         for _ in 0..MAX_ITERATIONS {
             let loaded_here = self.mesh.local.try_hit(&id);
+            let clustered = self.mesh.instances.len() > 1;
             if loaded_here {
-                return self
-                    .serve_local(method, md, &body, target, id, deadline)
-                    .await;
+                match self
+                    .serve_local(method, md, &body, target, id.clone(), deadline)
+                    .await
+                {
+                    // This pod's runtime is down: drop the copy and serve from another pod.
+                    Err(s) if s.code() == Code::Unavailable && clustered => {
+                        self.mesh.local.forget(&id).await;
+                        tried_copies.push(me.clone());
+                        tried_loads.push(me.clone());
+                        last = Some(s);
+                        continue;
+                    }
+                    r => return r,
+                }
             }
             let Some((rec, _)) = self.mesh.registry.get(&id).or(self
                 .mesh
@@ -591,6 +603,11 @@ impl Router {
                     .serve_local(method, md, &body, target, id.clone(), deadline)
                     .await
                 {
+                    // This pod's runtime is down: try another pod.
+                    Err(s) if s.code() == Code::Unavailable && clustered => {
+                        tried_loads.push(me.clone());
+                        last = Some(s);
+                    }
                     // A failed load here is retried on another pod, as a failed remote load is.
                     Err(s) if s.message().starts_with("failed to load model") => {
                         load_failures += 1;
