@@ -18,6 +18,7 @@ fn info(path: &str) -> Option<mm::ModelInfo> {
         r#type: "onnx".into(),
         path: path.into(),
         key: "{}".into(),
+        ..Default::default()
     })
 }
 
@@ -531,6 +532,7 @@ async fn type_constraints_restrict_where_models_load() {
                 r#type: ty.into(),
                 path: "tiny-regression".into(),
                 key: r#"{"model_type":{"name":"onnx"}}"#.into(),
+                ..Default::default()
             }),
             ..Default::default()
         })
@@ -672,4 +674,67 @@ async fn a_crashed_runtime_is_routed_around() {
         );
     }
     assert!(copies(&mut mgmt, "rc").await.contains(&"pod-1".to_string()));
+}
+
+#[tokio::test]
+async fn per_model_minimum_and_maximum_copies() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let kv = format!("etcd:{url}");
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let name = format!("pod-{i}");
+        pods.push(
+            start_named_pod(
+                &name,
+                1 << 30,
+                1_000_000,
+                &["--kv-store", &kv, "--scaleup-rpm-threshold", "100"],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[1].mesh_port));
+    let bounded = |min: u32, max: u32| {
+        Some(mm::ModelInfo {
+            min_copies: min,
+            max_copies: max,
+            ..info("tiny-regression").expect("info")
+        })
+    };
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "min2".into(),
+        model_info: bounded(2, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "max1".into(),
+        model_info: bounded(0, 1),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    // min 2: two copies appear without any request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while copies(&mut mgmt, "min2").await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "min2 never reached two copies"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // max 1: sustained load does not add a copy.
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let mut c = Infer::new(channel(pods[0].mesh_port));
+    for _ in 0..300 {
+        c.model_infer(req("max1", &input, false))
+            .await
+            .expect("request");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(copies(&mut mgmt, "max1").await.len(), 1);
+    drop(pods);
 }

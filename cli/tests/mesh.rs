@@ -25,6 +25,7 @@ fn info(path: &str) -> Option<mm::ModelInfo> {
         r#type: "onnx".into(),
         path: path.into(),
         key: r#"{"model_type":{"name":"onnx"}}"#.into(),
+        ..Default::default()
     })
 }
 

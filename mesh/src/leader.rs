@@ -63,6 +63,7 @@ pub fn spawn(
         let mut keeper: Option<LeaseKeeper> = None;
         let mut missing_since = HashMap::new();
         let mut last_reap = Instant::now();
+        let mut last_min_check = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if keeper.is_none() {
@@ -98,7 +99,14 @@ pub fn spawn(
             if leading != is_leader.swap(leading, Ordering::Relaxed) {
                 tracing::info!(leader = leading, "leadership changed");
             }
-            if !leading || last_reap.elapsed() < cfg.reaper_every {
+            if !leading {
+                continue;
+            }
+            if last_min_check.elapsed() >= MIN_COPIES_EVERY {
+                last_min_check = Instant::now();
+                ensure_min_copies(&mesh).await;
+            }
+            if last_reap.elapsed() < cfg.reaper_every {
                 continue;
             }
             last_reap = Instant::now();
@@ -159,6 +167,76 @@ async fn reap(
             .await;
     }
     tracing::info!(instances = ?gone, "reaper removed registrations of instances that are gone");
+}
+
+/// How often the leader checks per-model minimum copy counts.
+const MIN_COPIES_EVERY: Duration = Duration::from_secs(2);
+
+/// Loads one more copy of every model below its minimum copy count, on the best pod without one.
+async fn ensure_min_copies(mesh: &Arc<Mesh>) {
+    let instances: std::collections::BTreeMap<String, crate::registry::records::InstanceRecord> =
+        mesh.instances
+            .list()
+            .into_iter()
+            .filter(|(_, i)| !i.shutdown)
+            .collect();
+    let me = mesh.local.instance_id().to_string();
+    for (id, rec) in mesh.registry.list() {
+        let live = rec
+            .instance_ids
+            .keys()
+            .filter(|p| instances.contains_key(*p))
+            .count();
+        if rec.min_copies == 0 || live >= rec.min_copies as usize || live >= instances.len() {
+            continue;
+        }
+        let holders: Vec<String> = rec.instance_ids.keys().cloned().collect();
+        let mut fresh = rec.clone();
+        fresh.instance_ids.clear();
+        let view = crate::routing::View {
+            me: &me,
+            loaded_here: false,
+            record: &fresh,
+            instances: &instances,
+            units: mesh.local.predicted_units(&rec),
+            tried_copies: &[],
+            tried_loads: &holders,
+            balanced: false,
+            tie: live as u64,
+            now_ms: crate::local::now_ms(),
+            failure_expiry_ms: mesh.local.failure_expiry_ms(),
+        };
+        match crate::routing::decide(&view) {
+            crate::routing::Decision::LoadHere => {
+                tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here");
+                let _ = mesh.local.start(&id, &rec).await;
+            }
+            crate::routing::Decision::ForwardLoad(pod) => {
+                let Some(addr) = instances
+                    .get(&pod)
+                    .map(|i| i.internal_address.clone())
+                    .filter(|a| !a.is_empty())
+                else {
+                    continue;
+                };
+                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                else {
+                    continue;
+                };
+                tracing::info!(model = %id, pod = %pod, min = rec.min_copies, "below its minimum copies: loading on another pod");
+                let mut c = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(
+                    ep.connect_lazy(),
+                );
+                let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
+                    model_id: id.clone(),
+                    sync: false,
+                    ..Default::default()
+                };
+                let _ = c.ensure_loaded(req).await;
+            }
+            _ => {}
+        }
+    }
 }
 
 fn gauges(mesh: &Arc<Mesh>) {

@@ -77,6 +77,8 @@ fn new_record(info: &pb::ModelInfo, last_used: u64, auto_delete: bool) -> ModelR
         model_type: info.r#type.clone(),
         path: info.path.clone(),
         key: info.key.clone(),
+        min_copies: info.min_copies,
+        max_copies: info.max_copies,
         last_used,
         auto_delete,
         ..Default::default()

@@ -515,7 +515,8 @@ impl Router {
             let live = |p: &String| instances.get(p).is_some_and(|i| !i.shutdown);
             let copies = rec.instance_ids.keys().filter(|p| live(p)).count();
             let pods = instances.values().filter(|i| !i.shutdown).count();
-            if copies < pods && self.note_request(&id, copies) {
+            let below_max = rec.max_copies == 0 || copies < rec.max_copies as usize;
+            if copies < pods && below_max && self.note_request(&id, copies) {
                 self.spawn_scaleup(&id, &rec, &instances);
             }
         }

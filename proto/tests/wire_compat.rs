@@ -131,7 +131,17 @@ fn mmesh_field_numbers_match_upstream() {
             ("lastUsedTime", 5),
         ],
     );
-    check("mmesh.ModelInfo", &[("type", 1), ("path", 2), ("key", 3)]);
+    // Upstream's three fields, plus our optional copy bounds under new numbers.
+    check(
+        "mmesh.ModelInfo",
+        &[
+            ("type", 1),
+            ("path", 2),
+            ("key", 3),
+            ("minCopies", 4),
+            ("maxCopies", 5),
+        ],
+    );
     check(
         "mmesh.EnsureLoadedRequest",
         &[("modelId", 1), ("lastUsedTime", 2), ("sync", 4)],

@@ -12,6 +12,9 @@ fn is_zero_i64(v: &i64) -> bool {
 fn is_zero_u64(v: &u64) -> bool {
     *v == 0
 }
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
 fn is_false(v: &bool) -> bool {
     !*v
 }
@@ -65,6 +68,12 @@ pub struct ModelRecord {
     /// Last unload (ms).
     #[serde(rename = "lul", default, skip_serializing_if = "is_zero_u64")]
     pub last_unload: u64,
+    /// Copies to keep loaded at all times (ours; 0 = none).
+    #[serde(rename = "minCopies", default, skip_serializing_if = "is_zero_u32")]
+    pub min_copies: u32,
+    /// Copies never to exceed (ours; 0 = no limit).
+    #[serde(rename = "maxCopies", default, skip_serializing_if = "is_zero_u32")]
+    pub max_copies: u32,
     /// Fields written by other versions.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -216,6 +216,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     r#type: "onnx".into(),
                     path: a.model.clone(),
                     key: "{}".into(),
+                    ..Default::default()
                 }),
                 ..Default::default()
             })

@@ -200,6 +200,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     r#type: "onnx".into(),
                     path: a.model.clone(),
                     key: "{}".into(),
+                    ..Default::default()
                 }),
                 load_now: true,
                 sync: true,

@@ -25,7 +25,15 @@ pub struct Predictor {
 pub struct Metadata {
     /// Predictor name.
     pub name: String,
+    /// Annotations (`modelmesh.io/min-copies`, `modelmesh.io/max-copies` are read).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
+
+/// Annotation: copies of the predictor's model to keep loaded at all times.
+pub const MIN_COPIES: &str = "modelmesh.io/min-copies";
+/// Annotation: copies of the predictor's model never to exceed.
+pub const MAX_COPIES: &str = "modelmesh.io/max-copies";
 
 /// `spec`.
 #[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
@@ -91,6 +99,10 @@ pub struct Registration {
     pub path: String,
     /// ModelInfo.key (JSON).
     pub key: String,
+    /// Minimum copies (0 = none).
+    pub min_copies: u32,
+    /// Maximum copies (0 = no limit).
+    pub max_copies: u32,
 }
 
 /// FNV-1a 64: a stable hash (std's hasher may change between releases, and ids must not).
@@ -177,6 +189,21 @@ pub fn registration(p: &Predictor) -> Result<Registration, String> {
     if let Some(s) = schema {
         key.insert("schema_path".into(), json!(s));
     }
+    let bound = |key: &str| -> Result<u32, String> {
+        match p.metadata.annotations.get(key) {
+            None => Ok(0),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("annotation {key}: '{v}' is not a whole number")),
+        }
+    };
+    let (min_copies, max_copies) = (bound(MIN_COPIES)?, bound(MAX_COPIES)?);
+    if max_copies > 0 && min_copies > max_copies {
+        return Err(format!(
+            "annotation {MIN_COPIES} ({min_copies}) exceeds {MAX_COPIES} ({max_copies})"
+        ));
+    }
     let spec_json = serde_json::to_vec(&p.spec).map_err(|e| e.to_string())?;
     let hash = format!("{:016x}", fnv1a(&spec_json));
     Ok(Registration {
@@ -185,6 +212,8 @@ pub fn registration(p: &Predictor) -> Result<Registration, String> {
         model_type: p.spec.model_type.name.clone(),
         path,
         key: Value::Object(key).to_string(),
+        min_copies,
+        max_copies,
     })
 }
 
@@ -245,6 +274,22 @@ spec:
                 .unwrap()
                 .model_id,
             r.model_id
+        );
+    }
+
+    #[test]
+    fn copy_bounds_come_from_annotations() {
+        let with = UPSTREAM.replace(
+            "  name: example-onnx-mnist\n",
+            "  name: example-onnx-mnist\n  annotations:\n    modelmesh.io/min-copies: \"2\"\n    modelmesh.io/max-copies: \"3\"\n",
+        );
+        let r = registration(&parse_file(&with).unwrap()[0]).unwrap();
+        assert_eq!((r.min_copies, r.max_copies), (2, 3));
+        let bad = with.replace("\"3\"", "\"1\"");
+        assert!(
+            registration(&parse_file(&bad).unwrap()[0])
+                .unwrap_err()
+                .contains("exceeds")
         );
     }
 

@@ -98,6 +98,8 @@ pub async fn sync(
                 r#type: reg.model_type.clone(),
                 path: reg.path.clone(),
                 key: reg.key.clone(),
+                min_copies: reg.min_copies,
+                max_copies: reg.max_copies,
             }),
             auto_delete_target_model: true,
             load_now: true,
