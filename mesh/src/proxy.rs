@@ -502,10 +502,11 @@ impl Router {
         md: &MetadataMap,
         body: Bytes,
         target: &Target,
-        id: String,
+        mut id: String,
         deadline: Option<Instant>,
     ) -> Result<(MetadataMap, Bytes), Status> {
         let me = self.mesh.local.instance_id().to_string();
+        let mut re_resolved = false;
         let balanced = md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true");
         let (mut tried_copies, mut tried_loads) = (Vec::new(), Vec::new());
         let mut load_failures = 0;
@@ -540,13 +541,30 @@ impl Router {
                     r => return r,
                 }
             }
-            let Some((rec, _)) = self.mesh.registry.get(&id).or(self
-                .mesh
-                .registry
-                .get_strong(&id)
-                .await
-                .map_err(MeshError::from)?)
-            else {
+            // The local copy first; the store only when the model is not there (a strong read
+            // on every request would cost a round trip and fail while the store is down).
+            let found = match self.mesh.registry.get(&id) {
+                Some(r) => Some(r),
+                None => self
+                    .mesh
+                    .registry
+                    .get_strong(&id)
+                    .await
+                    .map_err(MeshError::from)?,
+            };
+            let Some((rec, _)) = found else {
+                // The vmodel may have moved on (its old model deleted): re-read it once.
+                if let (Target::VModel(v), false) = (target, re_resolved) {
+                    re_resolved = true;
+                    if let Ok(Some((vm, _))) = self.mesh.vmodels.get_strong(v).await {
+                        id = if vm.active != id {
+                            vm.active
+                        } else {
+                            vm.target
+                        };
+                        continue;
+                    }
+                }
                 return Err(MeshError::ModelNotFound(id).into());
             };
             let published = self.mesh.instances.get(&me).is_some();

@@ -61,6 +61,9 @@ pub struct SidecarConfig {
     pub labels: Vec<String>,
     /// Type constraints (`MM_TYPE_CONSTRAINTS[_PATH]`).
     pub constraints: crate::constraints::TypeConstraints,
+    /// `/prestop` address (`MM_PRESTOP_WAIT_PORT`): runtime containers' preStop hook waits
+    /// here until this pod has moved its models.
+    pub prestop_addr: Option<SocketAddr>,
     /// Probe port address (`/ready`, `/live`).
     pub probe_addr: Option<SocketAddr>,
     /// Prometheus address.
@@ -126,6 +129,7 @@ pub struct Sidecar {
     probe: Option<tokio::net::TcpListener>,
     rest: Option<tokio::net::TcpListener>,
     internal: Option<tokio::net::TcpListener>,
+    prestop: Option<tokio::net::TcpListener>,
     max_message: usize,
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
@@ -167,6 +171,14 @@ impl Sidecar {
             None => None,
         };
         let internal = match cfg.internal_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| SidecarError::Startup(format!("cannot listen on {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let prestop = match cfg.prestop_addr {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
                     .await
@@ -253,6 +265,7 @@ impl Sidecar {
             probe,
             rest,
             internal,
+            prestop,
             max_message: cfg.max_message,
             ready: Arc::new(AtomicBool::new(true)),
             shutting_down,
@@ -362,6 +375,31 @@ impl Sidecar {
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grx.wait_for(|v| *v).await;
             });
+        // Set once this pod has moved its models away (or had nothing to move) at shutdown.
+        let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = self.prestop {
+            let app = axum::Router::new().route(
+                "/prestop",
+                axum::routing::get(move || {
+                    let mut drained = drained_rx.clone();
+                    async move {
+                        let waited = tokio::time::timeout(
+                            Duration::from_secs(120),
+                            drained.wait_for(|v| *v),
+                        )
+                        .await;
+                        if waited.is_ok() {
+                            (http::StatusCode::OK, "moved")
+                        } else {
+                            (http::StatusCode::OK, "timed out")
+                        }
+                    }
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
         let mut grace = rx.clone();
         let router = self.router.clone();
         let has_peers = self.internal_enabled;
@@ -377,6 +415,7 @@ impl Sidecar {
                 router.rehome_all(Duration::from_secs(60)).await;
                 router.mesh().local.deregister_all().await;
             }
+            let _ = drained_tx.send(true);
             tracing::info!("shutting down: no new requests; finishing in-flight ones");
             let _ = tx.send(true);
         });

@@ -93,6 +93,9 @@ pub struct Args {
     /// KServe v2 REST port; 0 disables.
     #[arg(long, env = "MM_REST_PORT", default_value_t = 8008)]
     pub rest_port: u16,
+    /// Port of /prestop, which blocks until this pod has moved its models at shutdown; 0 disables.
+    #[arg(long, env = "MM_PRESTOP_WAIT_PORT", default_value_t = 8090)]
+    pub prestop_port: u16,
     /// Probe port (/ready, /live); 0 disables.
     #[arg(long, env = "MM_PROBE_PORT", default_value_t = 8089)]
     pub probe_port: u16,
@@ -157,6 +160,7 @@ impl Args {
                 (None, None) => Default::default(),
             },
             probe_addr: port(self.probe_port),
+            prestop_addr: port(self.prestop_port),
             metrics_addr: port(self.metrics_port),
             runtime_poll: (
                 Duration::from_millis(500),

@@ -473,6 +473,7 @@ pub async fn start_named_pod(
         &free_port().to_string(),
     ])
     .args(extra);
+    cmd.args(["--prestop-port", "0"]);
     if !extra.contains(&"--kv-store") {
         cmd.args(["--kv-store", "memory"]);
     }

@@ -117,6 +117,8 @@ fn start_pod(work: &Path, name: &str, etcd: &str, repo: &Path) -> anyhow::Result
                 "0",
                 "--metrics-port",
                 "0",
+                "--prestop-port",
+                "0",
             ]),
             vec![
                 "--kv-store".into(),

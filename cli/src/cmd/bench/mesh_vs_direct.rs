@@ -172,6 +172,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 "0",
                 "--metrics-port",
                 "0",
+                "--prestop-port",
+                "0",
                 "--internal-port",
                 "0",
             ]),

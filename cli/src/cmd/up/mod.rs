@@ -306,6 +306,7 @@ async fn start_pod(
         labels: Vec::new(),
         constraints: Default::default(),
         probe_addr: None,
+        prestop_addr: None,
         metrics_addr: (a.metrics_port != 0 && pod.index == 0)
             .then(|| SocketAddr::new(a.address, a.metrics_port)),
         runtime_poll: (Duration::from_millis(100), Duration::from_secs(30)),
