@@ -119,6 +119,9 @@ fn start_pod(work: &Path, name: &str, etcd: &str, repo: &Path) -> anyhow::Result
                 "0",
                 "--prestop-port",
                 "0",
+                // Keep exactly one copy: copy scaling would otherwise add one on pod-b.
+                "--scaleup-rpm-threshold",
+                "4000000000",
             ]),
             vec![
                 "--kv-store".into(),
