@@ -18,10 +18,15 @@ async fn up_with_two_instances_serves_on_both_and_reports_bad_files() {
         "apiVersion: serving.kserve.io/v1alpha1\nkind: Predictor\n",
     )
     .expect("write");
-    // Instance i listens on base + i: reserve two consecutive ports for each.
+    // Instance i listens on base + i: find a port whose successor is free too, and reserve both.
     let pair = || loop {
         let a = free_port();
-        if free_port() == a + 1 {
+        let marker = std::env::temp_dir()
+            .join("modelmesh-test-ports")
+            .join((a + 1).to_string());
+        if std::fs::File::create_new(&marker).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", a + 1)).is_ok()
+        {
             return a;
         }
     };

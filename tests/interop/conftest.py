@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -16,9 +17,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the ephemeral range (no client connection can grab it meanwhile), reserved
+    with a marker file shared with the Rust tests so concurrent test processes never collide."""
+    import random
+    marker_dir = os.path.join(tempfile.gettempdir(), "modelmesh-test-ports")
+    os.makedirs(marker_dir, exist_ok=True)
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    for _ in range(20000):
+        port = rng.randrange(20000, 32000)
+        marker = os.path.join(marker_dir, str(port))
+        try:
+            if time.time() - os.path.getmtime(marker) > 3600:
+                os.remove(marker)
+        except OSError:
+            pass
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+        except FileExistsError:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 20000..32000")
 
 
 def modelmesh_bin():

@@ -30,25 +30,34 @@ pub fn peer(rel: &str) -> PathBuf {
 }
 
 /// A free loopback port.
-/// Ports come from below Linux's ephemeral range (32768+), so a port handed to a server cannot
-/// meanwhile be taken by some client connection's local port; each call moves on, so two calls
-/// in one test never return the same port.
+/// A port for a test server. Ports come from below Linux's ephemeral range (32768+), so no
+/// client connection can take one between choosing it and the server binding it; and each port
+/// is reserved with a marker file created atomically, because nextest runs tests in separate,
+/// concurrent processes that must never pick the same port. Markers older than an hour are
+/// stale (from earlier runs) and reclaimed.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 800) as u16 * 15,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..2_000 {
-        let mut p = NEXT.fetch_add(1, Ordering::SeqCst);
-        if p >= 32_000 {
-            NEXT.store(20_000, Ordering::SeqCst);
-            p = 20_000;
+    let dir = std::env::temp_dir().join("modelmesh-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    let mut x = seed | 1;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 20_000 + (x % 12_000) as u16;
+        let marker = dir.join(p.to_string());
+        let stale = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+        if stale {
+            let _ = std::fs::remove_file(&marker);
         }
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+        if std::fs::File::create_new(&marker).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
             return p;
         }
     }

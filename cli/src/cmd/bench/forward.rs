@@ -3,7 +3,7 @@
 //! sidecar) share a real etcd that this scenario starts.
 
 use super::load::{Header, concurrent, sequential};
-use super::mesh_vs_direct::{s, spawn};
+use super::pod::start_pod;
 use super::procs::{Server, channel, example_request, free_port};
 use super::stats::us;
 use anyhow::{Context, bail};
@@ -30,126 +30,6 @@ pub struct Args {
     /// Checkout root holding examples/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
-}
-
-struct Pod {
-    _procs: Vec<Server>,
-    grpc: u16,
-}
-
-fn start_pod(work: &Path, name: &str, etcd: &str, repo: &Path) -> anyhow::Result<Pod> {
-    let dir = work.join(name);
-    let models = dir.join("models");
-    std::fs::create_dir_all(models.join("_triton_models"))?;
-    let cfg = dir.join("storage-config");
-    std::fs::create_dir_all(&cfg)?;
-    std::fs::write(
-        cfg.join("default"),
-        serde_json::json!({"type": "local", "root": repo}).to_string(),
-    )?;
-    let (rp, ap, mp, ip) = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let p = |x: &Path| x.display().to_string();
-    let runtime = spawn(
-        "runtime",
-        &[
-            s(&[
-                "runtime",
-                "--address",
-                "127.0.0.1",
-                "--log",
-                "warn",
-                "--grpc-port",
-            ]),
-            vec![
-                rp.to_string(),
-                "--model-repository".into(),
-                p(&models.join("_triton_models")),
-            ],
-        ]
-        .concat(),
-        rp,
-        dir.join("runtime.log"),
-    )?;
-    let adapter = spawn(
-        "adapter",
-        &[
-            s(&[
-                "adapter",
-                "--server-type",
-                "triton",
-                "--log",
-                "warn",
-                "--runtime-host",
-                "127.0.0.1",
-                "--container-mem-req-bytes",
-                "1073741824",
-                "--use-embedded-puller",
-            ]),
-            vec![
-                "--adapter-port".into(),
-                ap.to_string(),
-                "--runtime-port".into(),
-                rp.to_string(),
-                "--root-model-dir".into(),
-                p(&models),
-                "--storage-config-dir".into(),
-                p(&cfg),
-            ],
-        ]
-        .concat(),
-        ap,
-        dir.join("adapter.log"),
-    )?;
-    let sidecar = spawn(
-        "sidecar",
-        &[
-            s(&[
-                "sidecar",
-                "--address",
-                "127.0.0.1",
-                "--log",
-                "warn",
-                "--runtime-host",
-                "127.0.0.1",
-                "--rest-port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--prestop-port",
-                "0",
-                // Keep exactly one copy: copy scaling would otherwise add one on pod-b.
-                "--scaleup-rpm-threshold",
-                "4000000000",
-            ]),
-            vec![
-                "--kv-store".into(),
-                format!("etcd:{etcd}"),
-                "--instance-id".into(),
-                name.into(),
-            ],
-            vec![
-                "--grpc-port".into(),
-                mp.to_string(),
-                "--internal-port".into(),
-                ip.to_string(),
-            ],
-            vec![
-                "--internal-grpc-port".into(),
-                ap.to_string(),
-                "--internal-serving-grpc-port".into(),
-                rp.to_string(),
-            ],
-        ]
-        .concat(),
-        mp,
-        dir.join("sidecar.log"),
-    )?;
-    Ok(Pod {
-        _procs: vec![runtime, adapter, sidecar],
-        grpc: mp,
-    })
 }
 
 /// Runs the scenario.
@@ -208,8 +88,24 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let a_pod = start_pod(&work, "pod-a", &url, &repo)?;
-    let b_pod = start_pod(&work, "pod-b", &url, &repo)?;
+    let kv = format!("etcd:{url}");
+    // Keep exactly one copy: copy scaling would otherwise add one on pod-b.
+    let extra = ["--scaleup-rpm-threshold", "4000000000"];
+    let (ia, ib) = (free_port()?.to_string(), free_port()?.to_string());
+    let a_pod = start_pod(
+        &work,
+        "pod-a",
+        &kv,
+        &repo,
+        &[&extra[..], &["--internal-port", &ia]].concat(),
+    )?;
+    let b_pod = start_pod(
+        &work,
+        "pod-b",
+        &kv,
+        &repo,
+        &[&extra[..], &["--internal-port", &ib]].concat(),
+    )?;
     // Register and load on pod-a (balanced: pod-a places the copy on itself).
     let id = "bench-model";
     let deadline = Instant::now() + Duration::from_secs(60);

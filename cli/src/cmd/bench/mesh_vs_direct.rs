@@ -3,14 +3,14 @@
 //! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
 
 use super::load::{Header, concurrent, sequential};
-use super::procs::{Server, channel, example_request, free_port, wait_ready};
+use super::pod::start_pod;
+use super::procs::{channel, example_request, wait_ready};
 use super::procstat::tree_usage;
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
 use modelmesh_proto::inference as pb;
 use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Flags of the scenario.
@@ -31,25 +31,6 @@ pub struct Args {
     /// Checkout root holding examples/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
-}
-
-pub(super) fn spawn(
-    name: &'static str,
-    args: &[String],
-    port: u16,
-    log: PathBuf,
-) -> anyhow::Result<Server> {
-    let child = Command::new(std::env::current_exe()?)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    Ok(Server { name, child, port })
-}
-
-pub(super) fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
 
 struct Run {
@@ -90,107 +71,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // Fails early (before starting anything) if the example is not usable.
     example_request(&root, &a.model)?;
     let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
-    let models = work.join("models");
-    std::fs::create_dir_all(models.join("_triton_models"))?;
-    let cfg = work.join("storage-config");
-    std::fs::create_dir_all(&cfg)?;
-    std::fs::write(
-        cfg.join("default"),
-        serde_json::json!({"type": "local", "root": repo}).to_string(),
-    )?;
-    let (rp, ap, mp) = (free_port()?, free_port()?, free_port()?);
-    let p = |x: &std::path::Path| x.display().to_string();
-    let mut runtime = spawn(
-        "runtime",
-        &[
-            s(&[
-                "runtime",
-                "--address",
-                "127.0.0.1",
-                "--log",
-                "warn",
-                "--grpc-port",
-            ]),
-            vec![
-                rp.to_string(),
-                "--model-repository".into(),
-                p(&models.join("_triton_models")),
-            ],
-        ]
-        .concat(),
-        rp,
-        work.join("runtime.log"),
-    )?;
-    let adapter = spawn(
-        "adapter",
-        &[
-            s(&[
-                "adapter",
-                "--server-type",
-                "triton",
-                "--log",
-                "warn",
-                "--runtime-host",
-                "127.0.0.1",
-                "--container-mem-req-bytes",
-                "1073741824",
-                "--use-embedded-puller",
-            ]),
-            vec![
-                "--adapter-port".into(),
-                ap.to_string(),
-                "--runtime-port".into(),
-                rp.to_string(),
-            ],
-            vec![
-                "--root-model-dir".into(),
-                p(&models),
-                "--storage-config-dir".into(),
-                p(&cfg),
-            ],
-        ]
-        .concat(),
-        ap,
-        work.join("adapter.log"),
-    )?;
-    let sidecar = spawn(
-        "sidecar",
-        &[
-            s(&[
-                "sidecar",
-                "--address",
-                "127.0.0.1",
-                "--log",
-                "warn",
-                "--kv-store",
-                "memory",
-                "--runtime-host",
-                "127.0.0.1",
-                "--rest-port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--prestop-port",
-                "0",
-                "--internal-port",
-                "0",
-            ]),
-            vec![
-                "--grpc-port".into(),
-                mp.to_string(),
-                "--internal-grpc-port".into(),
-                ap.to_string(),
-                "--internal-serving-grpc-port".into(),
-                rp.to_string(),
-            ],
-        ]
-        .concat(),
-        mp,
-        work.join("sidecar.log"),
-    )?;
-    wait_ready(&mut runtime, Duration::from_secs(30)).await?;
+    std::fs::create_dir_all(&work)?;
+    let mut pod = start_pod(&work, "pod", "memory", &repo, &["--internal-port", "0"])?;
+    let (rp, mp) = (pod.runtime_port, pod.grpc);
+    wait_ready(&mut pod.runtime, Duration::from_secs(30)).await?;
     let mut mgmt = ModelMeshClient::new(channel(mp)?);
     let deadline = Instant::now() + Duration::from_secs(60);
     let id = "bench-model";
@@ -228,16 +112,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     let direct = measure(rp, &req, None, &a).await?;
     let before = [
-        tree_usage(runtime.child.id()),
-        tree_usage(adapter.child.id()),
-        tree_usage(sidecar.child.id()),
+        tree_usage(pod.runtime.child.id()),
+        tree_usage(pod.adapter.child.id()),
+        tree_usage(pod.sidecar.child.id()),
     ];
     let header: Header = Some(("mm-model-id", id.parse()?));
     let mesh = measure(mp, &req, header, &a).await?;
     let after = [
-        tree_usage(runtime.child.id()),
-        tree_usage(adapter.child.id()),
-        tree_usage(sidecar.child.id()),
+        tree_usage(pod.runtime.child.id()),
+        tree_usage(pod.adapter.child.id()),
+        tree_usage(pod.sidecar.child.id()),
     ];
     let per_req = |i: usize| {
         (after[i].cpu_secs - before[i].cpu_secs) / (mesh.seq.ok + mesh.conc.ok + 300).max(1) as f64
@@ -281,7 +165,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         per_req(1),
         after[2].peak_rss as f64 / (1 << 20) as f64
     );
-    drop((runtime, adapter, sidecar));
+    drop(pod);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }

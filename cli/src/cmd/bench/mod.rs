@@ -4,6 +4,7 @@
 mod forward;
 mod load;
 mod mesh_vs_direct;
+mod pod;
 mod procs;
 mod procstat;
 mod runtime_vs_triton;

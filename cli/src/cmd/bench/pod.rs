@@ -1,0 +1,137 @@
+//! One serving pod as separate processes (`modelmesh runtime`, the Triton adapter pulling from
+//! the examples, and `modelmesh sidecar`), for benchmarks.
+
+use super::procs::{Server, free_port};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A running pod.
+pub struct Pod {
+    /// The runtime process.
+    pub runtime: Server,
+    /// The adapter process.
+    pub adapter: Server,
+    /// The sidecar process.
+    pub sidecar: Server,
+    /// The runtime's gRPC port (for direct requests).
+    pub runtime_port: u16,
+    /// The mesh's external gRPC port.
+    pub grpc: u16,
+}
+
+/// Starts a process of this binary with `args`, logging to `log`.
+fn spawn(name: &'static str, args: &[String], port: u16, log: PathBuf) -> anyhow::Result<Server> {
+    let child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Server { name, child, port })
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Starts a pod named `name` under `work`, serving models from `repo`, with the sidecar using
+/// the KV store `kv` (e.g. `memory`, `etcd:http://...`) and `sidecar_extra` flags.
+pub fn start_pod(
+    work: &Path,
+    name: &str,
+    kv: &str,
+    repo: &Path,
+    sidecar_extra: &[&str],
+) -> anyhow::Result<Pod> {
+    let dir = work.join(name);
+    let models = dir.join("models");
+    let triton = models.join("_triton_models");
+    std::fs::create_dir_all(&triton)?;
+    let cfg = dir.join("storage-config");
+    std::fs::create_dir_all(&cfg)?;
+    std::fs::write(
+        cfg.join("default"),
+        serde_json::json!({"type": "local", "root": repo}).to_string(),
+    )?;
+    let (rp, ap, mp) = (free_port()?, free_port()?, free_port()?);
+    let path = |x: &Path| x.display().to_string();
+    let mut args = strings(&[
+        "runtime",
+        "--address",
+        "127.0.0.1",
+        "--log",
+        "warn",
+        "--model-repository",
+    ]);
+    args.extend([path(&triton), "--grpc-port".into(), rp.to_string()]);
+    let runtime = spawn("runtime", &args, rp, dir.join("runtime.log"))?;
+    let mut args = strings(&[
+        "adapter",
+        "--server-type",
+        "triton",
+        "--log",
+        "warn",
+        "--runtime-host",
+        "127.0.0.1",
+    ]);
+    args.extend(strings(&[
+        "--container-mem-req-bytes",
+        "1073741824",
+        "--use-embedded-puller",
+    ]));
+    args.extend([
+        "--adapter-port".into(),
+        ap.to_string(),
+        "--runtime-port".into(),
+        rp.to_string(),
+    ]);
+    args.extend([
+        "--root-model-dir".into(),
+        path(&models),
+        "--storage-config-dir".into(),
+        path(&cfg),
+    ]);
+    let adapter = spawn("adapter", &args, ap, dir.join("adapter.log"))?;
+    let mut args = strings(&[
+        "sidecar",
+        "--address",
+        "127.0.0.1",
+        "--log",
+        "warn",
+        "--runtime-host",
+        "127.0.0.1",
+    ]);
+    args.extend(strings(&[
+        "--rest-port",
+        "0",
+        "--probe-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--prestop-port",
+        "0",
+    ]));
+    args.extend([
+        "--kv-store".into(),
+        kv.to_string(),
+        "--instance-id".into(),
+        name.to_string(),
+    ]);
+    args.extend([
+        "--grpc-port".into(),
+        mp.to_string(),
+        "--internal-grpc-port".into(),
+        ap.to_string(),
+    ]);
+    args.extend(["--internal-serving-grpc-port".into(), rp.to_string()]);
+    args.extend(strings(sidecar_extra));
+    let sidecar = spawn("sidecar", &args, mp, dir.join("sidecar.log"))?;
+    Ok(Pod {
+        runtime,
+        adapter,
+        sidecar,
+        runtime_port: rp,
+        grpc: mp,
+    })
+}
