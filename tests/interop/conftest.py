@@ -27,7 +27,7 @@ def free_port():
         port = rng.randrange(20000, 32000)
         marker = os.path.join(marker_dir, str(port))
         try:
-            if time.time() - os.path.getmtime(marker) > 3600:
+            if time.time() - os.path.getmtime(marker) > 600:
                 os.remove(marker)
         except OSError:
             pass

@@ -33,8 +33,8 @@ pub fn peer(rel: &str) -> PathBuf {
 /// A port for a test server. Ports come from below Linux's ephemeral range (32768+), so no
 /// client connection can take one between choosing it and the server binding it; and each port
 /// is reserved with a marker file created atomically, because nextest runs tests in separate,
-/// concurrent processes that must never pick the same port. Markers older than an hour are
-/// stale (from earlier runs) and reclaimed.
+/// concurrent processes that must never pick the same port. Markers older than ten minutes are
+/// stale (a whole test run takes about a minute) and reclaimed.
 pub fn free_port() -> u16 {
     let dir = std::env::temp_dir().join("modelmesh-test-ports");
     let _ = std::fs::create_dir_all(&dir);
@@ -52,7 +52,7 @@ pub fn free_port() -> u16 {
         let marker = dir.join(p.to_string());
         let stale = std::fs::metadata(&marker)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
         if stale {
             let _ = std::fs::remove_file(&marker);
         }
