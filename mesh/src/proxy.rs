@@ -209,6 +209,15 @@ fn runtime_headers(md: &MetadataMap, model_id: &str) -> MetadataMap {
     out
 }
 
+/// Whether a call failed because the connection to the other side broke mid-call (the server
+/// crashed or went away): such answers carry no gRPC status of their own.
+pub fn connection_lost(s: &Status) -> bool {
+    let m = s.message();
+    (s.code() == Code::Unknown
+        && (m.contains("transport error") || m.contains("h2 protocol error")))
+        || (s.code() == Code::Cancelled && m == "operation was canceled")
+}
+
 /// Whether a runtime error means it no longer has the model (Triton's and MLServer's forms too).
 pub fn model_vanished(s: &Status) -> bool {
     let m = s.message();
@@ -745,10 +754,7 @@ impl Router {
         let resp = grpc.unary(req, path, RawCodec).await.map_err(|s| {
             // A peer that died mid-call surfaces as a transport error with no gRPC status:
             // that is the peer being unavailable, which the caller retries elsewhere.
-            if s.code() == Code::Unknown
-                && (s.message().contains("transport error")
-                    || s.message().contains("h2 protocol error"))
-            {
+            if connection_lost(&s) {
                 Status::unavailable(format!(
                     "instance {peer} failed during the call: {}",
                     s.message()
@@ -856,7 +862,7 @@ impl Router {
                     self.mesh.local.forget(&id).await;
                     continue;
                 }
-                Err(s) if s.code() == Code::Unavailable => {
+                Err(s) if s.code() == Code::Unavailable || connection_lost(&s) => {
                     return Err(Status::unavailable(format!(
                         "runtime unavailable for model {id}: {}",
                         s.message()
