@@ -415,6 +415,7 @@ impl Mesh {
                 _ => {}
             }
             let mut writes = Vec::new();
+            // The vmodel write is queued inside; the value is the last-used time to inherit.
             let new_vm = match &vm {
                 Some((v, rev)) => {
                     if !req.owner.is_empty() && v.owner != req.owner {
@@ -460,7 +461,7 @@ impl Mesh {
                         expected: *rev,
                         value: Some(encode(&nv)?),
                     });
-                    (nv, active.map(|(r, _)| r.last_used))
+                    active.map(|(r, _)| r.last_used)
                 }
                 None => {
                     if req.update_only {
@@ -482,10 +483,10 @@ impl Mesh {
                         expected: 0,
                         value: Some(encode(&nv)?),
                     });
-                    (nv, None)
+                    None
                 }
             };
-            let (nv, inherited_lu) = new_vm;
+            let inherited_lu = new_vm;
             let now = now_ms();
             let lu = inherited_lu.unwrap_or(
                 now - if req.load_now {
@@ -514,7 +515,6 @@ impl Mesh {
                     value: Some(encode(&trec)?),
                 });
             }
-            let _ = nv;
             if self.txn(writes).await? {
                 tracing::info!(vmodel = %vid, target = %tid, transition, "vmodel set");
                 written = true;
