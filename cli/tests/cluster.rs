@@ -64,8 +64,8 @@ async fn three_pods_spread_models_and_forward_requests() {
         pods.push(start_named_pod(name, 1 << 30, 1_000_000, &["--kv-store", &kv]).await);
     }
     // Every pod sees all three instances before requests start.
+    wait_pods_see_each_other(&mut pods).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let ex = expected();
     let input = &ex["tiny-regression"]["inputs"];
     let want = &ex["tiny-regression"]["outputs"];
@@ -158,21 +158,16 @@ fn load_loop(
     })
 }
 
-async fn cluster(n: usize, etcd_url: &str) -> Vec<MeshPod> {
+/// `n` pods named `pod-<i>` sharing the etcd at `etcd_url`, each seeing all the others.
+async fn cluster(n: usize, etcd_url: &str, extra: &[&str]) -> Vec<MeshPod> {
     let kv = format!("etcd:{etcd_url}");
+    let mut args = vec!["--kv-store", kv.as_str()];
+    args.extend_from_slice(extra);
     let mut pods = Vec::new();
     for i in 0..n {
-        pods.push(
-            start_named_pod(
-                &format!("pod-{i}"),
-                1 << 30,
-                1_000_000,
-                &["--kv-store", &kv],
-            )
-            .await,
-        );
+        pods.push(start_named_pod(&format!("pod-{i}"), 1 << 30, 1_000_000, &args).await);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_pods_see_each_other(&mut pods).await;
     pods
 }
 
@@ -180,7 +175,7 @@ async fn cluster(n: usize, etcd_url: &str) -> Vec<MeshPod> {
 async fn sigkill_of_a_pod_keeps_requests_succeeding() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let mut pods = cluster(3, &url).await;
+    let mut pods = cluster(3, &url, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     let ids: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
     for id in &ids {
@@ -227,7 +222,7 @@ async fn sigkill_of_a_pod_keeps_requests_succeeding() {
 async fn etcd_outage_does_not_fail_requests_to_loaded_models() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (mut etcd, url) = start_etcd(etcd_dir.path()).await;
-    let pods = cluster(2, &url).await;
+    let pods = cluster(2, &url, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     let ids: Vec<String> = (0..4).map(|i| format!("e{i}")).collect();
     for id in &ids {
@@ -317,21 +312,7 @@ async fn failure_times(
 async fn failed_loads_move_to_other_pods_then_fail_fast_until_they_expire() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let kv = format!("etcd:{url}");
-    let mut pods = Vec::new();
-    for i in 0..3 {
-        let name = format!("pod-{i}");
-        pods.push(
-            start_named_pod(
-                &name,
-                1 << 30,
-                1_000_000,
-                &["--kv-store", &kv, "--load-failure-expiry-ms", "3000"],
-            )
-            .await,
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pods = cluster(3, &url, &["--load-failure-expiry-ms", "3000"]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     mgmt.register_model(mm::RegisterModelRequest {
         model_id: "bad".into(),
@@ -375,21 +356,7 @@ async fn failed_loads_move_to_other_pods_then_fail_fast_until_they_expire() {
 async fn sustained_load_adds_a_copy() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let kv = format!("etcd:{url}");
-    let mut pods = Vec::new();
-    for i in 0..2 {
-        let name = format!("pod-{i}");
-        pods.push(
-            start_named_pod(
-                &name,
-                1 << 30,
-                1_000_000,
-                &["--kv-store", &kv, "--scaleup-rpm-threshold", "100"],
-            )
-            .await,
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pods = cluster(2, &url, &["--scaleup-rpm-threshold", "100"]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     mgmt.register_model(mm::RegisterModelRequest {
         model_id: "hot".into(),
@@ -432,7 +399,7 @@ async fn sustained_load_adds_a_copy() {
 async fn sigterm_moves_a_pods_models_first_and_no_request_fails() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let mut pods = cluster(2, &url).await;
+    let mut pods = cluster(2, &url, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     let ids: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
     for id in &ids {
@@ -523,7 +490,9 @@ async fn type_constraints_restrict_where_models_load() {
         ],
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut pod0, mut pod1) = (pod0, pod1);
+    wait_pod_sees(&mut pod0, 2).await;
+    wait_pod_sees(&mut pod1, 2).await;
     let mut mgmt = ModelMeshClient::new(channel(pod1.mesh_port));
     for (id, ty) in [("c1", "onnx"), ("c2", "onnx"), ("g1", "gpu-only")] {
         mgmt.register_model(mm::RegisterModelRequest {
@@ -568,7 +537,6 @@ async fn type_constraints_restrict_where_models_load() {
 async fn the_leader_reaps_registrations_of_dead_pods_and_leadership_moves_on() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let kv = format!("etcd:{url}");
     let fast = [
         "--instance-lease-ttl-secs",
         "2",
@@ -577,14 +545,7 @@ async fn the_leader_reaps_registrations_of_dead_pods_and_leadership_moves_on() {
         "--assume-instance-gone-ms",
         "1000",
     ];
-    let mut pods = Vec::new();
-    for i in 0..3 {
-        let name = format!("pod-{i}");
-        let mut args = vec!["--kv-store", &kv];
-        args.extend(fast);
-        pods.push(start_named_pod(&name, 1 << 30, 1_000_000, &args).await);
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut pods = cluster(3, &url, &fast).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[2].mesh_port));
     let ids: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
     for id in &ids {
@@ -641,7 +602,7 @@ async fn the_leader_reaps_registrations_of_dead_pods_and_leadership_moves_on() {
 async fn a_crashed_runtime_is_routed_around() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let mut pods = cluster(2, &url).await;
+    let mut pods = cluster(2, &url, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
     mgmt.register_model(mm::RegisterModelRequest {
         model_id: "rc".into(),
@@ -680,21 +641,7 @@ async fn a_crashed_runtime_is_routed_around() {
 async fn per_model_minimum_and_maximum_copies() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let kv = format!("etcd:{url}");
-    let mut pods = Vec::new();
-    for i in 0..3 {
-        let name = format!("pod-{i}");
-        pods.push(
-            start_named_pod(
-                &name,
-                1 << 30,
-                1_000_000,
-                &["--kv-store", &kv, "--scaleup-rpm-threshold", "100"],
-            )
-            .await,
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pods = cluster(3, &url, &["--scaleup-rpm-threshold", "100"]).await;
     let mut mgmt = ModelMeshClient::new(channel(pods[1].mesh_port));
     let bounded = |min: u32, max: u32| {
         Some(mm::ModelInfo {

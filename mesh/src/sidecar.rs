@@ -252,6 +252,7 @@ impl Sidecar {
             },
             mesh.leader.clone(),
         );
+        spawn_instance_gauge(mesh.instances.clone());
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
             Router::new(mesh.clone(), data, cfg.dataplane.clone())
@@ -429,4 +430,18 @@ impl Sidecar {
         tracing::info!("mesh stopped");
         Ok(())
     }
+}
+
+/// Keeps `modelmesh_instances_total` at the number of pods this one sees, so operators (and the
+/// cluster tests) can tell when pods have found each other instead of guessing.
+fn spawn_instance_gauge(instances: Arc<Table<crate::registry::records::InstanceRecord>>) {
+    tokio::spawn(async move {
+        let mut changes = instances.subscribe();
+        loop {
+            metrics::gauge!("modelmesh_instances_total").set(instances.len() as f64);
+            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
+                break;
+            }
+        }
+    });
 }

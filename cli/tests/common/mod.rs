@@ -513,6 +513,31 @@ pub async fn start_named_pod(
     }
 }
 
+/// Waits until `pod` sees `n` pods in its mesh (its `modelmesh_instances_total` gauge).
+pub async fn wait_pod_sees(pod: &mut MeshPod, n: usize) {
+    let url = format!("http://127.0.0.1:{}/metrics", pod.metrics_port);
+    let want = format!("modelmesh_instances_total {n}");
+    let what = format!("{url} reporting {n} pods");
+    wait_until(&what, &mut pod.sidecar, Duration::from_secs(30), || {
+        let (url, want) = (url.clone(), want.clone());
+        async move {
+            match reqwest::get(&url).await {
+                Ok(r) => r.text().await.is_ok_and(|t| t.lines().any(|l| l == want)),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until every pod sees all of `pods`.
+pub async fn wait_pods_see_each_other(pods: &mut [MeshPod]) {
+    let n = pods.len();
+    for pod in pods {
+        wait_pod_sees(pod, n).await;
+    }
+}
+
 /// A real etcd (Debian etcd-server) on free loopback ports, killed on drop.
 pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
     let bin = Path::new("/usr/bin/etcd");
