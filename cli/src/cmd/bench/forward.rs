@@ -2,7 +2,7 @@
 //! the pod that holds the copy, same client, same run. Two pods (each runtime + adapter +
 //! sidecar) share a real etcd that this scenario starts.
 
-use super::load::{Header, concurrent, sequential};
+use super::load::{Header, ThroughputFlags, concurrent, sequential};
 use super::pod::start_pod;
 use super::procs::{Server, channel, example_request, free_port};
 use super::stats::us;
@@ -21,12 +21,8 @@ pub struct Args {
     /// Sequential requests for the latency run.
     #[arg(long, default_value_t = 3000)]
     requests: usize,
-    /// Concurrent loops for the throughput run.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// Seconds of the throughput run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    #[command(flatten)]
+    load: ThroughputFlags,
     /// Checkout root holding examples/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -155,7 +151,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let h = header(false)?;
         sequential(&ch, &req, 300, &h).await;
         let seq = sequential(&ch, &req, a.requests, &h).await;
-        let conc = concurrent(&ch, &req, a.concurrency, Duration::from_secs(a.seconds), &h).await;
+        let conc = concurrent(&ch, &req, a.load.concurrency, a.load.duration(), &h).await;
         if seq.errors + conc.errors > 0 {
             bail!("{name}: {} requests failed", seq.errors + conc.errors);
         }

@@ -8,6 +8,24 @@ use modelmesh_proto::inference::{
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+/// Flags of the throughput run, shared by every scenario.
+#[derive(Debug, clap::Args)]
+pub struct ThroughputFlags {
+    /// Concurrent request loops for the throughput run.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+impl ThroughputFlags {
+    /// How long the throughput run lasts.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
 /// Extra request metadata (e.g. `mm-model-id`).
 pub type Header = Option<(&'static str, tonic::metadata::AsciiMetadataValue)>;
 

@@ -2,7 +2,7 @@
 //! loaded), same client, same run: the mesh's added latency and its throughput ratio. All
 //! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
 
-use super::load::{Header, concurrent, sequential};
+use super::load::{Header, ThroughputFlags, concurrent, sequential};
 use super::pod::start_pod;
 use super::procs::{channel, example_request, wait_ready};
 use super::procstat::tree_usage;
@@ -22,12 +22,8 @@ pub struct Args {
     /// Sequential requests for the latency run.
     #[arg(long, default_value_t = 3000)]
     requests: usize,
-    /// Concurrent request loops for the throughput run.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// Seconds of the throughput run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    #[command(flatten)]
+    load: ThroughputFlags,
     /// Checkout root holding examples/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -47,14 +43,7 @@ async fn measure(
     let ch = channel(port)?;
     sequential(&ch, req, 300, &header).await;
     let seq = sequential(&ch, req, a.requests, &header).await;
-    let conc = concurrent(
-        &ch,
-        req,
-        a.concurrency,
-        Duration::from_secs(a.seconds),
-        &header,
-    )
-    .await;
+    let conc = concurrent(&ch, req, a.load.concurrency, a.load.duration(), &header).await;
     if seq.errors + conc.errors > 0 {
         bail!("{} requests failed", seq.errors + conc.errors);
     }
@@ -108,7 +97,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     req.model_name = id.into();
     eprintln!(
         "measuring {} sequential requests and {} loops for {} s, direct then through the mesh",
-        a.requests, a.concurrency, a.seconds
+        a.requests, a.load.concurrency, a.load.seconds
     );
     let direct = measure(rp, &req, None, &a).await?;
     let before = [

@@ -2,7 +2,7 @@
 //! its python backend here (the PyPI build), so it runs the model with onnxruntime inside
 //! `model.py`: the configuration a user without GPU images would have.
 
-use super::load::{concurrent, sequential};
+use super::load::{ThroughputFlags, concurrent, sequential};
 use super::procs::{Server, channel, example_request as request, free_port, wait_ready};
 use super::procstat::{Usage, tree_usage};
 use super::stats::{Summary, us};
@@ -23,12 +23,8 @@ pub struct Args {
     /// Sequential requests for the latency run.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
-    /// Concurrent request loops for the throughput run.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// Seconds of the throughput run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    #[command(flatten)]
+    load: ThroughputFlags,
     /// Checkout root holding examples/, .venv/ and target/peers/ (from scripts/setup-peers.sh).
     #[arg(long, default_value = ".")]
     root: PathBuf,
@@ -160,14 +156,7 @@ async fn measure(
     sequential(&ch, req, 200, &None).await; // warm-up
     let seq = sequential(&ch, req, a.requests, &None).await;
     let before = tree_usage(s.child.id());
-    let conc = concurrent(
-        &ch,
-        req,
-        a.concurrency,
-        Duration::from_secs(a.seconds),
-        &None,
-    )
-    .await;
+    let conc = concurrent(&ch, req, a.load.concurrency, a.load.duration(), &None).await;
     let usage = tree_usage(s.child.id());
     let cpu = usage.cpu_secs - before.cpu_secs;
     let cpu_per_req_us = if conc.ok > 0 {
@@ -265,7 +254,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     eprintln!(
         "measuring: {} sequential requests, then {} concurrent loops for {} s, against each server in turn",
-        a.requests, a.concurrency, a.seconds
+        a.requests, a.load.concurrency, a.load.seconds
     );
     let (m_ours, out_ours) = measure(&ours, &req, &a).await?;
     let (m_triton, out_triton) = measure(&triton, &req, &a).await?;
@@ -285,7 +274,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     println!(
         "{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} | throughput at concurrency {}",
-        "server", "p50", "p90", "p99", "p99.9", "max", a.concurrency
+        "server", "p50", "p90", "p99", "p99.9", "max", a.load.concurrency
     );
     row("modelmesh runtime", &m_ours);
     row("triton (python+ort)", &m_triton);
