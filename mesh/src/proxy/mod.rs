@@ -15,10 +15,16 @@ use bytes::Bytes;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+mod request;
+use request::runtime_headers;
+pub use request::{
+    HOP, Hop, NOT_HERE, Target, connection_lost, find_target, model_vanished, parse_timeout,
+};
 
 /// Routes inference requests for one mesh.
 pub struct Router {
@@ -44,190 +50,12 @@ struct RateWindow {
 /// Length of the request-rate window.
 const RATE_WINDOW_MS: u64 = 10_000;
 
-/// How a request reached this pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hop {
-    /// From a client (port 8033 / REST): route across the cluster.
-    External,
-    /// From a peer: serve only if the model is loaded here.
-    HitOnly,
-    /// From a peer: load the model here if needed, then serve.
-    LoadHere,
-}
-
-impl Hop {
-    /// The hop a peer asked for in the `mm-hop` header (internal port only).
-    pub fn from_header(md: &MetadataMap) -> Hop {
-        match md.get(HOP).and_then(|v| v.to_str().ok()) {
-            Some("hit") => Hop::HitOnly,
-            Some("load") => Hop::LoadHere,
-            _ => Hop::External,
-        }
-    }
-}
-
-/// Header carrying the hop instruction between pods (honoured only on the internal port).
-pub const HOP: &str = "mm-hop";
-/// Metadata marking "model not loaded here" answers to hit-only hops.
-pub const NOT_HERE: &str = "mm-not-here";
 /// Default `MM_SCALEUP_RPM_THRESHOLD`.
 pub const DEFAULT_SCALEUP_RPM: u64 = 2_000;
 /// Routing attempts per request (upstream's limit).
 const MAX_ITERATIONS: usize = 8;
 /// Load failures on different pods after which a request fails with the last error.
 const MAX_LOAD_FAILURES: usize = 3;
-
-/// Which id a request named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A concrete model id.
-    Model(String),
-    /// A vmodel id.
-    VModel(String),
-}
-
-fn header(md: &MetadataMap, name: &str) -> Result<Option<String>, Status> {
-    let mut values: Vec<String> = Vec::new();
-    for v in md.get_all(name).iter() {
-        values.push(
-            v.to_str()
-                .map_err(|_| Status::invalid_argument(format!("{name} header is not ASCII")))?
-                .to_string(),
-        );
-    }
-    let bin = format!("{name}-bin");
-    for v in md.get_all_bin(bin.as_str()).iter() {
-        let bytes = v
-            .to_bytes()
-            .map_err(|_| Status::invalid_argument(format!("{bin} header is not valid base64")))?;
-        values.push(
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| Status::invalid_argument(format!("{bin} header is not UTF-8")))?,
-        );
-    }
-    match values.len() {
-        0 => Ok(None),
-        1 => Ok(values.pop()),
-        _ => Err(Status::unimplemented(format!(
-            "multiple {name} values (multi-model requests) are not supported"
-        ))),
-    }
-}
-
-/// Finds the id a request targets (pure but for header decoding).
-pub fn find_target(
-    method: &str,
-    md: &MetadataMap,
-    body: &[u8],
-    dp: &DataplaneConfig,
-) -> Result<Target, Status> {
-    if let Some(rc) = dp.rpc_configs.get(method)
-        && !rc.id_extraction_path.is_empty()
-    {
-        let id = idpath::read_string(body, &rc.id_extraction_path)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(id) = id.filter(|s| !s.is_empty()) {
-            return Ok(if rc.vmodel_id {
-                Target::VModel(id)
-            } else {
-                Target::Model(id)
-            });
-        }
-    } else if !dp.allow_other_rpcs && !dp.rpc_configs.contains_key(method) {
-        return Err(Status::unimplemented(format!(
-            "method {method} is not allowed by the dataplane config"
-        )));
-    }
-    let model = header(md, "mm-model-id")?;
-    let vmodel = header(md, "mm-vmodel-id")?;
-    match (model, vmodel) {
-        (Some(_), Some(_)) => Err(Status::invalid_argument(
-            "must include only one of model id and vmodel id",
-        )),
-        (Some(m), None) if m.is_empty() => Err(Status::invalid_argument(
-            "provided model-id header must be non-empty",
-        )),
-        (None, Some(v)) if v.is_empty() => Err(Status::invalid_argument(
-            "provided vmodel-id header must be non-empty",
-        )),
-        (Some(m), None) => Ok(Target::Model(m)),
-        (None, Some(v)) => Ok(Target::VModel(v)),
-        (None, None) => Err(Status::invalid_argument(
-            "must include mm-model-id or mm-vmodel-id header (or set the model name in the request)",
-        )),
-    }
-}
-
-/// Parses a `grpc-timeout` header value (e.g. `100m`).
-pub fn parse_timeout(v: &str) -> Option<Duration> {
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// Headers for the runtime: the client's, minus `grpc-*`, `mm-*`, `content-type`, `user-agent`,
-/// `te`, plus the resolved model id.
-fn runtime_headers(md: &MetadataMap, model_id: &str) -> MetadataMap {
-    let mut out = MetadataMap::new();
-    for kv in md.iter() {
-        match kv {
-            KeyAndValueRef::Ascii(k, v) => {
-                let name = k.as_str();
-                if name.starts_with("grpc-")
-                    || name.starts_with("mm-")
-                    || matches!(name, "content-type" | "user-agent" | "te" | "tas-model-id")
-                {
-                    continue;
-                }
-                out.append(k.clone(), v.clone());
-            }
-            KeyAndValueRef::Binary(k, v) => {
-                if k.as_str().starts_with("mm-") || k.as_str().starts_with("grpc-") {
-                    continue;
-                }
-                out.append_bin(k.clone(), v.clone());
-            }
-        }
-    }
-    out.insert_bin(
-        "mm-model-id-bin",
-        BinaryMetadataValue::from_bytes(model_id.as_bytes()),
-    );
-    if model_id.bytes().all(|b| (32..127).contains(&b))
-        && let Ok(v) = AsciiMetadataValue::from_str(model_id)
-    {
-        out.insert("mm-model-id", v);
-    }
-    out
-}
-
-/// Whether a call failed because the connection to the other side broke mid-call (the server
-/// crashed or went away): such answers carry no gRPC status of their own.
-pub fn connection_lost(s: &Status) -> bool {
-    let m = s.message();
-    (s.code() == Code::Unknown
-        && (m.contains("transport error") || m.contains("h2 protocol error")))
-        || (s.code() == Code::Cancelled && m == "operation was canceled")
-}
-
-/// Whether a runtime error means it no longer has the model (Triton's and MLServer's forms too).
-pub fn model_vanished(s: &Status) -> bool {
-    let m = s.message();
-    match s.code() {
-        Code::NotFound => true,
-        Code::Unavailable => m.contains("Request for unknown model"),
-        Code::InvalidArgument => m.starts_with("Model ") && m.contains("not found"),
-        _ => false,
-    }
-}
 
 impl Router {
     /// A router sending inference to `data`.
@@ -958,92 +786,5 @@ impl Router {
         let (mut grpc, path) = self.client(method).await?;
         self.mesh.local.touch(&id);
         grpc.streaming(req, path, RawCodec).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use modelmesh_proto::inference::ModelInferRequest;
-    use prost::Message;
-
-    fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
-        let mut m = MetadataMap::new();
-        for (k, v) in pairs {
-            m.append(*k, v.parse().unwrap());
-        }
-        m
-    }
-
-    #[test]
-    fn model_id_sources_and_errors() {
-        let dp = DataplaneConfig::kserve_v2();
-        let body = ModelInferRequest {
-            model_name: "vm1".into(),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let m = "inference.GRPCInferenceService/ModelInfer";
-        assert_eq!(
-            find_target(m, &md(&[]), &body, &dp).unwrap(),
-            Target::VModel("vm1".into())
-        );
-        let empty = ModelInferRequest::default().encode_to_vec();
-        assert_eq!(
-            find_target(m, &md(&[("mm-model-id", "m1")]), &empty, &dp).unwrap(),
-            Target::Model("m1".into())
-        );
-        let both = md(&[("mm-model-id", "m1"), ("mm-vmodel-id", "v1")]);
-        assert_eq!(
-            find_target(m, &both, &empty, &dp).unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            find_target(m, &md(&[]), &empty, &dp).unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            find_target(m, &md(&[("mm-model-id", "")]), &empty, &dp)
-                .unwrap_err()
-                .code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            find_target(m, &md(&[]), b"\x0a\x05ab", &dp)
-                .unwrap_err()
-                .code(),
-            Code::InvalidArgument
-        );
-        let mut bin = MetadataMap::new();
-        bin.insert_bin(
-            "mm-vmodel-id-bin",
-            BinaryMetadataValue::from_bytes("vmödel".as_bytes()),
-        );
-        assert_eq!(
-            find_target("x.Y/z", &bin, &[], &DataplaneConfig::default()).unwrap(),
-            Target::VModel("vmödel".into())
-        );
-    }
-
-    #[test]
-    fn headers_to_the_runtime() {
-        let out = runtime_headers(
-            &md(&[
-                ("mm-vmodel-id", "v"),
-                ("user-agent", "x"),
-                ("custom", "keep"),
-            ]),
-            "m-1",
-        );
-        assert!(out.get("mm-vmodel-id").is_none() && out.get("user-agent").is_none());
-        assert_eq!(out.get("custom").unwrap(), "keep");
-        assert_eq!(out.get("mm-model-id").unwrap(), "m-1");
-        assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_timeout("x"), None);
-        assert!(model_vanished(&Status::not_found("x")));
-        assert!(model_vanished(&Status::unavailable(
-            "Request for unknown model: 'a' is not found"
-        )));
-        assert!(!model_vanished(&Status::internal("x")));
     }
 }
