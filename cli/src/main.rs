@@ -30,7 +30,7 @@ enum Command {
     /// Show what a running `modelmesh up` serves.
     Status(cmd::status::Args),
     /// The mesh sidecar: registry, model cache, vmodels, inference routing.
-    Sidecar(cmd::sidecar::Args),
+    Sidecar(Box<cmd::sidecar::Args>),
     /// Call a mmesh.ModelRuntime (adapter) directly, as the mesh would.
     Spi(cmd::spi::Args),
     /// Benchmarks that start what they measure and compare against a baseline in the same run.
@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Runtime(a) => cmd::runtime::run(a).await,
             Command::Adapter(a) => cmd::adapter::run(a).await,
             Command::Spi(a) => cmd::spi::run(a).await,
-            Command::Sidecar(a) => cmd::sidecar::run(a).await,
+            Command::Sidecar(a) => cmd::sidecar::run(*a).await,
             Command::Up(a) => cmd::up::run(a).await,
             Command::Infer(a) => cmd::infer::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,

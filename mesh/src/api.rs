@@ -1,6 +1,7 @@
 //! The `mmesh.ModelMesh` management API.
 
 use crate::mesh::Mesh;
+use crate::proxy::Hop;
 use modelmesh_proto::mmesh::{self as pb, model_mesh_server::ModelMesh};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -8,13 +9,19 @@ use tonic::{Request, Response, Status};
 /// The service over a mesh.
 pub struct MeshApi {
     mesh: Arc<Mesh>,
+    internal: bool,
 }
 
 impl MeshApi {
-    /// A service over `mesh`.
-    pub fn new(mesh: Arc<Mesh>) -> Self {
-        MeshApi { mesh }
+    /// A service over `mesh`; `internal` marks the pod-to-pod port, where a peer may ask this
+    /// pod to load a copy itself (hop `load`).
+    pub fn new(mesh: Arc<Mesh>, internal: bool) -> Self {
+        MeshApi { mesh, internal }
     }
+}
+
+fn balanced(md: &tonic::metadata::MetadataMap) -> bool {
+    md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true")
 }
 
 #[tonic::async_trait]
@@ -49,10 +56,17 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::EnsureLoadedRequest>,
     ) -> Result<Response<pb::ModelStatusInfo>, Status> {
+        let here = self.internal && Hop::from_header(r.metadata()) == Hop::LoadHere;
+        let balanced = balanced(r.metadata());
         let r = r.into_inner();
-        Ok(Response::new(
-            self.mesh.ensure_loaded(&r.model_id, r.sync).await?,
-        ))
+        let status = if here {
+            self.mesh.ensure_here(&r.model_id, r.sync).await?
+        } else {
+            self.mesh
+                .ensure_loaded(&r.model_id, r.sync, balanced)
+                .await?
+        };
+        Ok(Response::new(status))
     }
 
     async fn set_v_model(

@@ -1,5 +1,6 @@
 //! Leader election through the KV store, and the tasks only the leader runs: the reaper (drop
-//! registrations of pods gone longer than a timeout) and the cluster-wide gauges.
+//! registrations of pods gone longer than a timeout), minimum copy counts, proactive loading of
+//! recently used models into free space, and the cluster-wide gauges.
 //!
 //! Each instance puts `<base>leaderLatch/_<instanceId>` under its own lease; the candidate with
 //! the lowest create revision leads (upstream's scheme). A dead leader's key expires with its
@@ -7,6 +8,7 @@
 
 use crate::kv::{KvStore, LeaseKeeper, Op};
 use crate::mesh::Mesh;
+use crate::placement::Placed;
 use crate::registry::Layout;
 use crate::registry::table::Update;
 use std::collections::{HashMap, HashSet};
@@ -23,6 +25,8 @@ pub struct LeaderConfig {
     pub reaper_every: Duration,
     /// How long an instance must be missing before its registrations are dropped.
     pub gone_after: Duration,
+    /// How often recently used unloaded models are loaded into free space (`None`: never).
+    pub proactive_every: Option<Duration>,
 }
 
 /// Which registrations to drop: instances referenced by records but missing from the live set
@@ -64,6 +68,7 @@ pub fn spawn(
         let mut missing_since = HashMap::new();
         let mut last_reap = Instant::now();
         let mut last_min_check = Instant::now();
+        let mut last_proactive = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if keeper.is_none() {
@@ -105,6 +110,12 @@ pub fn spawn(
             if last_min_check.elapsed() >= MIN_COPIES_EVERY {
                 last_min_check = Instant::now();
                 ensure_min_copies(&mesh).await;
+            }
+            if let Some(every) = cfg.proactive_every
+                && last_proactive.elapsed() >= every
+            {
+                last_proactive = Instant::now();
+                load_proactively(&mesh).await;
             }
             if last_reap.elapsed() < cfg.reaper_every {
                 continue;
@@ -172,69 +183,61 @@ async fn reap(
 /// How often the leader checks per-model minimum copy counts.
 const MIN_COPIES_EVERY: Duration = Duration::from_secs(2);
 
-/// Loads one more copy of every model below its minimum copy count, on the best pod without one.
+/// Loads one more copy of every model below its minimum copy count, on the best eligible pod
+/// without one.
 async fn ensure_min_copies(mesh: &Arc<Mesh>) {
-    let instances: std::collections::BTreeMap<String, crate::registry::records::InstanceRecord> =
-        mesh.instances
-            .list()
-            .into_iter()
-            .filter(|(_, i)| !i.shutdown)
-            .collect();
-    let me = mesh.local.instance_id().to_string();
     for (id, rec) in mesh.registry.list() {
+        if rec.min_copies == 0 {
+            continue;
+        }
+        let instances = mesh.placement.eligible_instances(&rec.model_type);
+        let up = instances.values().filter(|i| !i.shutdown).count();
         let live = rec
             .instance_ids
             .keys()
-            .filter(|p| instances.contains_key(*p))
+            .filter(|p| instances.get(*p).is_some_and(|i| !i.shutdown))
             .count();
-        if rec.min_copies == 0 || live >= rec.min_copies as usize || live >= instances.len() {
+        if live >= rec.min_copies as usize || live >= up {
             continue;
         }
-        let holders: Vec<String> = rec.instance_ids.keys().cloned().collect();
-        let mut fresh = rec.clone();
-        fresh.instance_ids.clear();
-        let view = crate::routing::View {
-            me: &me,
-            loaded_here: false,
-            record: &fresh,
-            instances: &instances,
-            units: mesh.local.predicted_units(&rec),
-            tried_copies: &[],
-            tried_loads: &holders,
-            balanced: false,
-            tie: live as u64,
-            now_ms: crate::local::now_ms(),
-            failure_expiry_ms: mesh.local.failure_expiry_ms(),
-        };
-        match crate::routing::decide(&view) {
-            crate::routing::Decision::LoadHere => {
-                tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here");
-                let _ = mesh.local.start(&id, &rec).await;
+        match mesh.placement.add_copy(&id, &rec, &[], false).await {
+            Ok(Placed::Here) => {
+                tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here")
             }
-            crate::routing::Decision::ForwardLoad(pod) => {
-                let Some(addr) = instances
-                    .get(&pod)
-                    .map(|i| i.internal_address.clone())
-                    .filter(|a| !a.is_empty())
-                else {
-                    continue;
-                };
-                let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                else {
-                    continue;
-                };
-                tracing::info!(model = %id, pod = %pod, min = rec.min_copies, "below its minimum copies: loading on another pod");
-                let mut c = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(
-                    ep.connect_lazy(),
-                );
-                let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
-                    model_id: id.clone(),
-                    sync: false,
-                    ..Default::default()
-                };
-                let _ = c.ensure_loaded(req).await;
+            Ok(Placed::Peer(pod, _)) => {
+                tracing::info!(model = %id, pod = %pod, min = rec.min_copies, "below its minimum copies: loading on another pod")
             }
-            _ => {}
+            Err(e) => {
+                tracing::debug!(model = %id, error = %e, "below its minimum copies: no pod can take another copy")
+            }
+        }
+    }
+}
+
+/// Loads recently used models that have no copy into free space (`scaling::proactive_loads`),
+/// so their next request does not wait for a load.
+async fn load_proactively(mesh: &Arc<Mesh>) {
+    let records = mesh.registry.list();
+    let instances: std::collections::BTreeMap<_, _> = mesh.instances.list().into_iter().collect();
+    let ids = crate::scaling::proactive_loads(
+        &records,
+        &instances,
+        |_, r| mesh.local.predicted_units(r),
+        crate::local::now_ms(),
+        mesh.local.failure_expiry_ms(),
+    );
+    if ids.is_empty() {
+        return;
+    }
+    tracing::info!(
+        models = ids.len(),
+        "loading recently used models into free space"
+    );
+    let by_id: HashMap<String, _> = records.into_iter().collect();
+    for id in ids {
+        let Some(rec) = by_id.get(&id) else { continue };
+        if let Err(e) = mesh.placement.add_copy(&id, rec, &[], false).await {
+            tracing::debug!(model = %id, error = %e, "proactive load not placed");
         }
     }
 }

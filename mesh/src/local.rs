@@ -69,6 +69,7 @@ pub struct LocalModels {
     queue: LoadQueue,
     inner: Mutex<Inner>,
     space: Notify,
+    evicted: tokio::sync::broadcast::Sender<String>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -100,6 +101,7 @@ impl LocalModels {
                 ..Default::default()
             }),
             space: Notify::new(),
+            evicted: tokio::sync::broadcast::channel(256).0,
         })
     }
 
@@ -145,6 +147,68 @@ impl LocalModels {
     /// Ids of local copies, least recently used first.
     pub fn ids_by_age(&self) -> Vec<String> {
         self.lock().lru.ids_by_age()
+    }
+
+    /// Loaded copies with their last use (ms) and size (units).
+    pub fn loaded_copies(&self) -> Vec<(String, u64, u64)> {
+        let inner = self.lock();
+        inner
+            .lru
+            .ids_by_age()
+            .into_iter()
+            .filter(|id| {
+                inner
+                    .copies
+                    .get(id)
+                    .is_some_and(|tx| *tx.borrow() == CopyStatus::Loaded)
+            })
+            .filter_map(|id| {
+                let e = inner.lru.get(&id)?;
+                Some((id.clone(), e.last_used, e.weight))
+            })
+            .collect()
+    }
+
+    /// Ids of copies evicted from now on (to move them where there is room).
+    pub fn evictions(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.evicted.subscribe()
+    }
+
+    /// Drops a copy that other pods also hold: deregisters it first (only while another
+    /// holder remains in the record, so the last copy never goes), then unloads it. Returns
+    /// whether it was dropped.
+    pub async fn scale_down(self: &Arc<Self>, id: &str, live: &HashSet<String>) -> bool {
+        let me = self.cfg.instance_id.clone();
+        let mut dropped = false;
+        let written = self
+            .registry
+            .update(id, |cur| match cur {
+                Some(r)
+                    if r.instance_ids.contains_key(&me)
+                        && r.instance_ids.keys().any(|p| *p != me && live.contains(p)) =>
+                {
+                    dropped = true;
+                    let mut r = r.clone();
+                    r.instance_ids.remove(&me);
+                    r.last_unload = now_ms();
+                    Update::Put(r)
+                }
+                _ => {
+                    dropped = false;
+                    Update::Keep
+                }
+            })
+            .await;
+        if written.is_ok() && dropped {
+            tracing::info!(
+                model = id,
+                "idle extra copy removed to make room (scale-down)"
+            );
+            metrics::counter!("modelmesh_model_scaled_down").increment(1);
+            self.remove(id, "scaled down");
+            return true;
+        }
+        false
     }
 
     /// Fast path for requests: if a copy is loaded here, marks it used and returns true.
@@ -293,6 +357,7 @@ impl LocalModels {
         for v in victims {
             tracing::info!(model = %v, for_model = id, "evicting least recently used model to make room");
             metrics::counter!("modelmesh_model_evicted").increment(1);
+            let _ = self.evicted.send(v.clone());
             self.spawn_unload(v, "evicted");
         }
         let this = self.clone();
@@ -430,6 +495,7 @@ impl LocalModels {
                 tracing::info!(model = %id, bytes = size, millis = format!("{ms:.1}"), "model loaded");
                 for v in victims {
                     tracing::info!(model = %v, for_model = %id, "evicting: the loaded model is larger than predicted");
+                    let _ = self.evicted.send(v.clone());
                     self.spawn_unload(v, "evicted");
                 }
             }

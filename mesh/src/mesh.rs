@@ -5,10 +5,12 @@ use crate::error::MeshError;
 use crate::kv::{Compare, KvStore, Op, Revision};
 use crate::load_queue::Priority;
 use crate::local::{CopyStatus, LocalModels, now_ms};
+use crate::placement::{Placed, Placement};
 use crate::registry::Layout;
 use crate::registry::records::{ModelRecord, VModelRecord};
 use crate::registry::table::{Change, Table, Update};
 use crate::status;
+use modelmesh_proto::mmesh::model_status_info::ModelStatus;
 use modelmesh_proto::mmesh::{self as pb, ModelStatusInfo, VModelStatusInfo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,8 @@ pub struct Mesh {
     pub instances: Arc<Table<crate::registry::records::InstanceRecord>>,
     /// This pod's copies.
     pub local: Arc<LocalModels>,
+    /// Where copies go (eligible pods, peers, placing loads).
+    pub placement: Arc<Placement>,
     default_owner: String,
     /// Whether this instance leads the cluster (runs transitions and the reaper). True until an
     /// election says otherwise, so a single pod does everything itself.
@@ -94,15 +98,24 @@ struct Write {
 
 impl Mesh {
     /// Starts the tables and follows deletions (an unregistered model's copy is unloaded).
+    /// `constraints` and `labels` decide which pods may hold which model types.
     pub async fn start(
         store: Arc<dyn KvStore>,
         layout: Layout,
         registry: Arc<Table<ModelRecord>>,
         local: Arc<LocalModels>,
         default_owner: String,
+        constraints: crate::constraints::TypeConstraints,
+        labels: Vec<String>,
     ) -> Result<Arc<Mesh>, MeshError> {
         let vmodels = Table::start(store.clone(), layout.vmodels()).await?;
         let instances = Table::start(store.clone(), layout.instances()).await?;
+        let placement = Arc::new(Placement::new(
+            local.clone(),
+            instances.clone(),
+            constraints,
+            labels,
+        ));
         let mesh = Arc::new(Mesh {
             store,
             layout,
@@ -110,6 +123,7 @@ impl Mesh {
             vmodels,
             instances,
             local,
+            placement,
             default_owner,
             transitions: Default::default(),
             leader: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -236,7 +250,7 @@ impl Mesh {
         }
         tracing::info!(model = %req.model_id, "model registered");
         if req.load_now {
-            return self.ensure_loaded(&req.model_id, req.sync).await;
+            return self.ensure_loaded(&req.model_id, req.sync, false).await;
         }
         Ok(self.status_of(&req.model_id, rec.as_ref()))
     }
@@ -272,8 +286,37 @@ impl Mesh {
         Ok(self.status_of(id, rec.as_ref().map(|(r, _)| r)))
     }
 
-    /// ensureLoaded: loads a copy here; with `sync`, waits. A failed load is a status, not an error.
+    /// ensureLoaded from a client: makes sure a copy exists somewhere (this pod's, if it has
+    /// one), placed as a request's would be; `balanced` favours this pod. With `sync`, waits
+    /// for the load. A failed load is a status, not an error.
     pub async fn ensure_loaded(
+        self: &Arc<Self>,
+        id: &str,
+        sync: bool,
+        balanced: bool,
+    ) -> Result<ModelStatusInfo, MeshError> {
+        nonempty("modelId", id)?;
+        let Some((rec, _)) = self.model(id).await? else {
+            return Ok(self.status_of(id, None));
+        };
+        if matches!(
+            self.local.status(id),
+            Some(CopyStatus::Loaded | CopyStatus::Loading)
+        ) {
+            return self.ensure_here(id, sync).await;
+        }
+        match self.placement.ensure(id, &rec, sync, balanced).await {
+            Ok(Placed::Peer(_, status)) => Ok(status),
+            Ok(Placed::Here) | Err(MeshError::LoadFailed { .. }) => {
+                let rec = self.registry.get(id).map(|(r, _)| r).unwrap_or(rec);
+                Ok(self.status_of(id, Some(&rec)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// ensureLoaded that a peer addressed to this pod (hop `load`): loads a copy here.
+    pub async fn ensure_here(
         self: &Arc<Self>,
         id: &str,
         sync: bool,
@@ -282,12 +325,7 @@ impl Mesh {
         let Some((rec, _)) = self.model(id).await? else {
             return Ok(self.status_of(id, None));
         };
-        let result = if sync {
-            self.local.ensure(id, &rec, Priority::Background).await
-        } else {
-            self.local.start(id, &rec).await
-        };
-        match result {
+        match self.placement.load_here(id, &rec, sync).await {
             Ok(()) | Err(MeshError::LoadFailed { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -533,9 +571,9 @@ impl Mesh {
             }
         } else if needs_copy {
             if req.sync && req.model_info.is_some() {
-                let _ = self.ensure_loaded(&tid, true).await;
+                let _ = self.ensure_loaded(&tid, true, false).await;
             } else if let Ok(Some((rec, _))) = self.registry.get_strong(&tid).await {
-                let _ = self.local.start(&tid, &rec).await;
+                let _ = self.placement.ensure(&tid, &rec, false, false).await;
             }
         }
         self.vmodel_status(&vid, "").await
@@ -574,9 +612,13 @@ impl Mesh {
                 return;
             }
             let target = vm.target.clone();
-            let loaded = match this.model(&target).await {
-                Ok(Some((rec, _))) => this.local.ensure(&target, &rec, Priority::Background).await,
-                Ok(None) => Err(MeshError::ModelNotFound(target.clone())),
+            // Loaded anywhere in the cluster counts (sync: waits for the copy).
+            let loaded = match this.ensure_loaded(&target, true, false).await {
+                Ok(s) if s.status == ModelStatus::Loaded as i32 => Ok(()),
+                Ok(s) => Err(MeshError::LoadFailed {
+                    id: target.clone(),
+                    message: s.errors.first().cloned().unwrap_or_default(),
+                }),
                 Err(e) => Err(e),
             };
             for _ in 0..50 {

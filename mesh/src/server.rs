@@ -70,7 +70,7 @@ impl UnaryService<Bytes> for ProxyCall {
 
 /// The axum router serving port 8033.
 pub fn routes(router: Arc<Router>, max_message: usize, internal: bool) -> axum::Router {
-    let api = ModelMeshServer::new(MeshApi::new(router.mesh().clone()))
+    let api = ModelMeshServer::new(MeshApi::new(router.mesh().clone(), internal))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     tonic::service::Routes::new(api)

@@ -57,6 +57,10 @@ pub struct SidecarConfig {
     pub reaper_every: Duration,
     /// How long a pod must be gone before the reaper drops its registrations.
     pub gone_after: Duration,
+    /// How often the leader loads recently used unloaded models into free space (`None`: never).
+    pub proactive_every: Option<Duration>,
+    /// How often this pod drops idle extra copies while the cluster is nearly full.
+    pub janitor_every: Duration,
     /// This pod's labels (`MM_LABELS`).
     pub labels: Vec<String>,
     /// Type constraints (`MM_TYPE_CONSTRAINTS[_PATH]`).
@@ -136,10 +140,11 @@ pub struct Sidecar {
     internal_enabled: bool,
     _publisher: AbortOnDrop,
     _leader: AbortOnDrop,
+    _janitor: AbortOnDrop,
 }
 
 /// Stops a background task when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -225,6 +230,8 @@ impl Sidecar {
             registry,
             local,
             cfg.default_vmodel_owner.clone(),
+            cfg.constraints.clone(),
+            cfg.labels.clone(),
         )
         .await
         .map_err(|e| SidecarError::Startup(format!("cannot start the mesh: {e}")))?;
@@ -249,15 +256,16 @@ impl Sidecar {
                 lease_ttl_secs: cfg.instance_lease_ttl_secs,
                 reaper_every: cfg.reaper_every,
                 gone_after: cfg.gone_after,
+                proactive_every: cfg.proactive_every,
             },
             mesh.leader.clone(),
         );
+        let janitor = crate::janitor::spawn(&mesh, cfg.janitor_every);
         spawn_instance_gauge(mesh.instances.clone());
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
             Router::new(mesh.clone(), data, cfg.dataplane.clone())
-                .with_scaleup_rpm(cfg.scaleup_rpm)
-                .with_constraints(cfg.constraints.clone(), cfg.labels.clone()),
+                .with_scaleup_rpm(cfg.scaleup_rpm),
         );
         Ok(Sidecar {
             mesh,
@@ -273,6 +281,7 @@ impl Sidecar {
             internal_enabled: internal_is_some,
             _publisher: AbortOnDrop(publisher),
             _leader: AbortOnDrop(leader),
+            _janitor: AbortOnDrop(janitor),
         })
     }
 

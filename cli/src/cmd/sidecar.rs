@@ -78,6 +78,13 @@ pub struct Args {
     /// How long a pod must be gone before its registrations are dropped, in ms.
     #[arg(long, env = "MM_ASSUME_INSTANCE_GONE_MS", default_value_t = 600_000)]
     pub assume_instance_gone_ms: u64,
+    /// How often the leader loads recently used models that have no copy into free space, in
+    /// ms; 0 disables proactive loading.
+    #[arg(long, env = "MM_PROACTIVE_LOAD_INTERVAL_MS", default_value_t = 420_000)]
+    pub proactive_load_interval_ms: u64,
+    /// How often this pod drops idle extra copies while the cluster is at least 95% full, in ms.
+    #[arg(long, env = "MM_JANITOR_INTERVAL_MS", default_value_t = 360_000)]
+    pub janitor_interval_ms: u64,
     /// This pod's labels, comma-separated (matched against type constraints).
     #[arg(long, env = "MM_LABELS", default_value = "")]
     pub labels: String,
@@ -147,6 +154,9 @@ impl Args {
             instance_lease_ttl_secs: self.instance_lease_ttl_secs.max(2),
             reaper_every: Duration::from_millis(self.reaper_interval_ms),
             gone_after: Duration::from_millis(self.assume_instance_gone_ms),
+            proactive_every: (self.proactive_load_interval_ms > 0)
+                .then(|| Duration::from_millis(self.proactive_load_interval_ms)),
+            janitor_every: Duration::from_millis(self.janitor_interval_ms.max(100)),
             labels: modelmesh_mesh::constraints::parse_labels(&self.labels),
             constraints: match (&self.type_constraints, &self.type_constraints_path) {
                 (Some(json), _) => modelmesh_mesh::constraints::TypeConstraints::parse(json)

@@ -9,12 +9,12 @@ use crate::dataplane::DataplaneConfig;
 use crate::error::MeshError;
 use crate::idpath;
 use crate::mesh::Mesh;
+use crate::placement::Placed;
 use crate::registry::records::{InstanceRecord, ModelRecord};
 use crate::routing::{Decision, View, decide};
 use bytes::Bytes;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::transport::Channel;
@@ -31,10 +31,6 @@ pub struct Router {
     mesh: Arc<Mesh>,
     data: Channel,
     dataplane: DataplaneConfig,
-    peers: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
-    tie: AtomicU64,
-    constraints: crate::constraints::TypeConstraints,
-    labels: Vec<String>,
     scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
     scaleup_rpm: u64,
 }
@@ -64,10 +60,6 @@ impl Router {
             mesh,
             data,
             dataplane,
-            peers: Default::default(),
-            tie: AtomicU64::new(0),
-            constraints: Default::default(),
-            labels: Vec::new(),
             scaling: Default::default(),
             scaleup_rpm: DEFAULT_SCALEUP_RPM,
         }
@@ -155,28 +147,12 @@ impl Router {
         }
     }
 
-    /// Sets the type constraints and this pod's labels.
-    pub fn with_constraints(
-        mut self,
-        constraints: crate::constraints::TypeConstraints,
-        labels: Vec<String>,
-    ) -> Self {
-        self.constraints = constraints;
-        self.labels = labels;
-        self
-    }
-
     /// Live instances whose labels meet the model type's requirements.
     fn eligible_instances(
         &self,
         model_type: &str,
     ) -> std::collections::BTreeMap<String, InstanceRecord> {
-        self.mesh
-            .instances
-            .list()
-            .into_iter()
-            .filter(|(_, i)| self.constraints.eligible(model_type, &i.labels))
-            .collect()
+        self.mesh.placement.eligible_instances(model_type)
     }
 
     /// Sets `MM_SCALEUP_RPM_THRESHOLD`: requests per minute per copy above which a copy is added.
@@ -207,54 +183,17 @@ impl Router {
     }
 
     /// Adds a copy of a busy model on the best pod that has none, in the background.
-    fn spawn_scaleup(
-        &self,
-        id: &str,
-        rec: &ModelRecord,
-        instances: &std::collections::BTreeMap<String, InstanceRecord>,
-    ) {
-        let me = self.mesh.local.instance_id().to_string();
-        let holders: Vec<String> = rec.instance_ids.keys().cloned().collect();
-        let mut fresh = rec.clone();
-        fresh.instance_ids.clear();
-        let view = View {
-            me: &me,
-            loaded_here: false,
-            record: &fresh,
-            instances,
-            units: self.mesh.local.predicted_units(rec),
-            tried_copies: &[],
-            tried_loads: &holders,
-            balanced: false,
-            tie: self.tie.fetch_add(1, Ordering::Relaxed),
-            now_ms: crate::local::now_ms(),
-            failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
-        };
-        let decision = decide(&view);
-        let (mesh, id, rec) = (self.mesh.clone(), id.to_string(), rec.clone());
-        let peer_addr = match &decision {
-            Decision::ForwardLoad(p) => instances.get(p).map(|i| i.internal_address.clone()),
-            _ => None,
-        };
-        let channel = peer_addr.as_deref().and_then(|a| self.peer(a).ok());
+    fn spawn_scaleup(&self, id: &str, rec: &ModelRecord) {
+        let (placement, id, rec) = (self.mesh.placement.clone(), id.to_string(), rec.clone());
         tokio::spawn(async move {
-            match (decision, channel) {
-                (Decision::LoadHere, _) => {
-                    tracing::info!(model = %id, "busy model: adding a copy here");
-                    let _ = mesh.local.start(&id, &rec).await;
+            match placement.add_copy(&id, &rec, &[], false).await {
+                Ok(Placed::Here) => tracing::info!(model = %id, "busy model: adding a copy here"),
+                Ok(Placed::Peer(pod, _)) => {
+                    tracing::info!(model = %id, pod = %pod, "busy model: adding a copy on another pod")
                 }
-                (Decision::ForwardLoad(p), Some(ch)) => {
-                    tracing::info!(model = %id, pod = %p, "busy model: adding a copy on another pod");
-                    let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
-                        model_id: id.clone(),
-                        sync: false,
-                        ..Default::default()
-                    };
-                    let _ = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(ch)
-                        .ensure_loaded(req)
-                        .await;
+                Err(e) => {
+                    tracing::debug!(model = %id, error = %e, "busy model: no pod for another copy")
                 }
-                _ => {}
             }
         });
     }
@@ -267,7 +206,8 @@ impl Router {
         let mut ids = self.mesh.local.ids_by_age();
         ids.reverse();
         for id in ids {
-            if started.elapsed() > budget {
+            let left = budget.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 tracing::warn!(
                     "migration budget spent; remaining models will load on demand elsewhere"
                 );
@@ -276,57 +216,24 @@ impl Router {
             let Some((rec, _)) = self.mesh.registry.get(&id) else {
                 continue;
             };
-            let instances: std::collections::BTreeMap<String, InstanceRecord> = self
-                .eligible_instances(&rec.model_type)
-                .into_iter()
-                .filter(|(k, _)| *k != me)
-                .collect();
-            let live_copies = rec
+            let instances = self.eligible_instances(&rec.model_type);
+            let served_elsewhere = rec
                 .instance_ids
                 .keys()
-                .filter(|p| **p != me && instances.get(*p).is_some_and(|i| !i.shutdown))
-                .count();
-            if live_copies > 0 {
-                continue; // already served elsewhere
+                .any(|p| *p != me && instances.get(p).is_some_and(|i| !i.shutdown));
+            if served_elsewhere {
+                continue;
             }
-            let mut fresh = rec.clone();
-            fresh.instance_ids.clear();
-            let tried = [me.clone()];
-            let view = View {
-                me: &me,
-                loaded_here: false,
-                record: &fresh,
-                instances: &instances,
-                units: self.mesh.local.predicted_units(&rec),
-                tried_copies: &[],
-                tried_loads: &tried,
-                balanced: false,
-                tie: self.tie.fetch_add(1, Ordering::Relaxed),
-                now_ms: crate::local::now_ms(),
-                failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
-            };
-            let Decision::ForwardLoad(peer) = decide(&view) else {
-                continue;
-            };
-            let Some(addr) = instances.get(&peer).map(|i| i.internal_address.clone()) else {
-                continue;
-            };
-            let Ok(ch) = self.peer(&addr) else { continue };
-            let req = modelmesh_proto::mmesh::EnsureLoadedRequest {
-                model_id: id.clone(),
-                sync: true,
-                ..Default::default()
-            };
-            let left = budget.saturating_sub(started.elapsed());
-            let mut client = modelmesh_proto::mmesh::model_mesh_client::ModelMeshClient::new(ch);
-            let call = client.ensure_loaded(req);
+            let call = self
+                .mesh
+                .placement
+                .add_copy(&id, &rec, std::slice::from_ref(&me), true);
             match tokio::time::timeout(left, call).await {
-                Ok(Ok(_)) => {
-                    tracing::info!(model = %id, pod = %peer, "moved model before shutdown")
+                Ok(Ok(Placed::Peer(pod, _))) => {
+                    tracing::info!(model = %id, pod = %pod, "moved model before shutdown")
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(model = %id, pod = %peer, error = %e.message(), "could not move model")
-                }
+                Ok(Ok(Placed::Here)) => {}
+                Ok(Err(e)) => tracing::warn!(model = %id, error = %e, "could not move model"),
                 Err(_) => return,
             }
         }
@@ -355,7 +262,7 @@ impl Router {
             let pods = instances.values().filter(|i| !i.shutdown).count();
             let below_max = rec.max_copies == 0 || copies < rec.max_copies as usize;
             if copies < pods && below_max && self.note_request(&id, copies) {
-                self.spawn_scaleup(&id, &rec, &instances);
+                self.spawn_scaleup(&id, &rec);
             }
         }
         let mut last: Option<Status> = None;
@@ -404,26 +311,21 @@ impl Router {
                 }
                 return Err(MeshError::ModelNotFound(id).into());
             };
-            let published = self.mesh.instances.get(&me).is_some();
             let instances = self.eligible_instances(&rec.model_type);
-            if !published {
+            if !self.mesh.placement.published() {
                 // This pod is not published yet (single-pod start-up): it is the only choice.
-                if !self.constraints.eligible(&rec.model_type, &self.labels) {
-                    return Err(Status::failed_precondition(
-                        self.constraints.no_instance_message(&rec.model_type),
-                    ));
+                if !self.mesh.placement.eligible_here(&rec.model_type) {
+                    return Err(self.mesh.placement.no_instance(&rec.model_type).into());
                 }
                 return self
                     .serve_local(method, md, &body, target, id, deadline)
                     .await;
             }
             if instances.is_empty() {
-                return Err(Status::failed_precondition(
-                    self.constraints.no_instance_message(&rec.model_type),
-                ));
+                return Err(self.mesh.placement.no_instance(&rec.model_type).into());
             }
             let units = self.mesh.local.predicted_units(&rec);
-            let tie = self.tie.fetch_add(1, Ordering::Relaxed);
+            let tie = self.mesh.placement.next_tie();
             let view = View {
                 me: &me,
                 loaded_here,
@@ -597,17 +499,7 @@ impl Router {
 
     /// A pooled channel to a peer's internal port.
     pub(crate) fn peer(&self, addr: &str) -> Result<Channel, Status> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        peers.insert(addr.to_string(), c.clone());
-        Ok(c)
+        Ok(self.mesh.placement.peer(addr)?)
     }
 
     /// Loads the model here if needed and calls the local runtime; reloads once if the runtime

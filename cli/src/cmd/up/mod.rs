@@ -303,6 +303,8 @@ async fn start_pod(
         instance_lease_ttl_secs: modelmesh_mesh::instance::LEASE_TTL_SECS,
         reaper_every: Duration::from_secs(60),
         gone_after: Duration::from_secs(120),
+        proactive_every: Some(Duration::from_secs(60)),
+        janitor_every: Duration::from_secs(60),
         labels: Vec::new(),
         constraints: Default::default(),
         probe_addr: None,
