@@ -160,15 +160,47 @@ fn load_loop(
 
 /// `n` pods named `pod-<i>` sharing the etcd at `etcd_url`, each seeing all the others.
 async fn cluster(n: usize, etcd_url: &str, extra: &[&str]) -> Vec<MeshPod> {
+    sized_cluster(n, etcd_url, 1 << 30, 1_000_000, extra).await
+}
+
+/// [`cluster`] with each pod's capacity (`mem_bytes`) and predicted model size.
+async fn sized_cluster(
+    n: usize,
+    etcd_url: &str,
+    mem_bytes: u64,
+    default_size: u64,
+    extra: &[&str],
+) -> Vec<MeshPod> {
     let kv = format!("etcd:{etcd_url}");
     let mut args = vec!["--kv-store", kv.as_str()];
     args.extend_from_slice(extra);
     let mut pods = Vec::new();
     for i in 0..n {
-        pods.push(start_named_pod(&format!("pod-{i}"), 1 << 30, 1_000_000, &args).await);
+        pods.push(start_named_pod(&format!("pod-{i}"), mem_bytes, default_size, &args).await);
     }
     wait_pods_see_each_other(&mut pods).await;
     pods
+}
+
+/// Polls `copies` of `id` until `ok` holds (30 s deadline); returns the last copies seen.
+async fn wait_copies(
+    mgmt: &mut ModelMeshClient<tonic::transport::Channel>,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = copies(mgmt, id).await;
+        if ok(&now) {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: {what}; copies {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -353,25 +385,44 @@ async fn failed_loads_move_to_other_pods_then_fail_fast_until_they_expire() {
 }
 
 #[tokio::test]
-async fn sustained_load_adds_a_copy() {
+async fn sustained_load_adds_a_copy_and_idle_extra_copies_go_when_space_is_needed() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let pods = cluster(2, &url, &["--scaleup-rpm-threshold", "100"]).await;
+    // The mnist example takes 5 units of 8 KiB once loaded (see mesh.rs); each pod holds
+    // exactly four. (A predicted size of one unit keeps the capacity above the minimum.)
+    let unit = 8192;
+    let pods = sized_cluster(
+        2,
+        &url,
+        20 * unit,
+        unit,
+        &[
+            "--scaleup-rpm-threshold",
+            "100",
+            "--janitor-interval-ms",
+            "300",
+        ],
+    )
+    .await;
     let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
-    mgmt.register_model(mm::RegisterModelRequest {
-        model_id: "hot".into(),
-        model_info: info("tiny-regression"),
-        ..Default::default()
-    })
-    .await
-    .expect("register");
-    let input = expected()["tiny-regression"]["inputs"].clone();
+    let register = async |mgmt: &mut ModelMeshClient<_>, id: &str| {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.into(),
+            model_info: info("mnist-classifier"),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    };
+    register(&mut mgmt, "hot").await;
+    let ex = expected();
+    let input = ex["mnist-classifier"]["inputs"].clone();
     let mut c = Infer::new(channel(pods[0].mesh_port));
     c.model_infer(req("hot", &input, false))
         .await
         .expect("first request");
     assert_eq!(copies(&mut mgmt, "hot").await.len(), 1);
-    // Well above 100 requests per minute per copy.
+    // Well above 100 requests per minute per copy: a second copy appears.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         for _ in 0..20 {
@@ -393,6 +444,74 @@ async fn sustained_load_adds_a_copy() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Load stops; six other models fill the rest of both pods. The idle extra copy of "hot"
+    // goes (dropped by scale-down once the pods are full, or evicted as least recently used),
+    // and one copy stays.
+    let others: Vec<String> = (0..6).map(|i| format!("fill{i}")).collect();
+    for id in &others {
+        register(&mut mgmt, id).await;
+        c.model_infer(req(id, &input, false))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+    let left = wait_copies(&mut mgmt, "hot", "the idle extra copy stayed", |c| {
+        c.len() == 1
+    })
+    .await;
+    // It stays at one (the last copy is never dropped) and everything still serves.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(copies(&mut mgmt, "hot").await, left);
+    for id in others.iter().chain(["hot".to_string()].iter()) {
+        c.model_infer(req(id, &input, false))
+            .await
+            .unwrap_or_else(|e| panic!("{id} after scale-down: {e:?}"));
+    }
+}
+
+#[tokio::test]
+async fn load_now_spreads_copies_and_the_leader_loads_unloaded_models_into_free_space() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let pods = cluster(3, &url, &["--proactive-load-interval-ms", "300"]).await;
+    // loadNow through one pod places copies by free space, not all on the receiving pod.
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    let mut homes = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let id = format!("now{i}");
+        let s = mgmt
+            .register_model(mm::RegisterModelRequest {
+                model_id: id.clone(),
+                model_info: info("tiny-regression"),
+                load_now: true,
+                sync: true,
+                ..Default::default()
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        assert_eq!(s.status, ModelStatus::Loaded as i32, "{id}: {s:?}");
+        let c = copies(&mut mgmt, &id).await;
+        assert_eq!(c.len(), 1, "{id}: {c:?}");
+        homes.extend(c);
+    }
+    assert!(homes.len() >= 2, "loadNow copies all on {homes:?}");
+    // Registered without loadNow and never requested: the leader loads it into free space.
+    mgmt.register_model(mm::RegisterModelRequest {
+        model_id: "later".into(),
+        model_info: info("tiny-regression"),
+        ..Default::default()
+    })
+    .await
+    .expect("register");
+    wait_copies(&mut mgmt, "later", "never loaded proactively", |c| {
+        c.len() == 1
+    })
+    .await;
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    Infer::new(channel(pods[2].mesh_port))
+        .model_infer(req("later", &input, false))
+        .await
+        .expect("request for the proactively loaded model");
 }
 
 #[tokio::test]

@@ -48,8 +48,13 @@ pub struct Args {
     /// Keep registrations in this file across restarts (default: in memory only).
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Use this KV store instead of the embedded one (e.g. etcd:http://127.0.0.1:2379).
-    #[arg(long)]
+    /// Share state through the etcd at this URL (e.g. http://127.0.0.1:2379) instead of the
+    /// embedded store, as pods of a cluster do.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["kv_store", "state"])]
+    etcd: Option<String>,
+    /// Use this KV store instead of the embedded one, in KV_STORE form
+    /// (etcd:http://127.0.0.1:2379, or memory).
+    #[arg(long, conflicts_with = "state")]
     kv_store: Option<String>,
     /// Number of mesh instances (each with its own runtime), forming one cluster.
     #[arg(long, default_value_t = 1)]
@@ -88,9 +93,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let kv = match &a.kv_store {
-        Some(v) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
-        None => KvConfig::Memory(a.state.clone()),
+    let kv = match (&a.etcd, &a.kv_store) {
+        (Some(url), _) => KvConfig::parse(&format!("etcd:{url}")).map_err(anyhow::Error::msg)?,
+        (None, Some(v)) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
+        (None, None) => KvConfig::Memory(a.state.clone()),
     };
     // One store shared by every instance, as pods of one cluster share etcd.
     let store = modelmesh_mesh::sidecar::connect_kv(&kv).await?;
