@@ -1,12 +1,16 @@
 //! A simulated cluster in one process, no network: 50 pods, 10,000 models, random requests
-//! entering random pods, pods dying and coming back, and models whose loads always fail. The
-//! routing decision and the cache are the production code; only I/O is simulated. Invariants:
-//! no pod over capacity, every request served or failed with a named reason, copies within
-//! bounds, and the registry agrees with what pods hold.
+//! entering random pods, pods dying and coming back, and models whose loads always fail; hot
+//! models gain copies, pods drop idle extra copies while the cluster is full, the leader keeps
+//! minimum copy counts and loads unloaded models into free space. The routing, scale-down and
+//! proactive-loading decisions and the cache are the production code; only I/O is simulated.
+//! Invariants: no pod over capacity, every request served or failed with a named reason, copies
+//! within bounds (never above a maximum, scale-down never below a minimum or the last copy),
+//! and the registry agrees with what pods hold.
 
 use modelmesh_mesh::cache::Lru;
 use modelmesh_mesh::registry::records::{InstanceRecord, ModelRecord};
 use modelmesh_mesh::routing::{Decision, FAIL_FAST_FAILURES, View, decide};
+use modelmesh_mesh::scaling::{LocalCopy, proactive_loads, scale_down};
 use std::collections::{BTreeMap, HashMap};
 
 const PODS: usize = 50;
@@ -65,6 +69,7 @@ impl Cluster {
                     capacity: p.lru.capacity() as i64,
                     used: (p.lru.used() + p.lru.unloading()) as i64,
                     count: p.lru.len() as i64,
+                    lru_time: p.lru.lru_time(),
                     ..Default::default()
                 };
                 (pod_id(i), rec)
@@ -159,6 +164,104 @@ impl Cluster {
         Outcome::LoadFailed
     }
 
+    /// Live copies of `model` (on pods that are up).
+    fn live_copies(&self, model: &str) -> usize {
+        self.registry[model]
+            .instance_ids
+            .keys()
+            .filter(|p| self.pods[p[4..].parse::<usize>().expect("pod index")].alive)
+            .count()
+    }
+
+    /// One more copy on a pod without one, as `Placement::add_copy` decides it.
+    fn add_copy(&mut self, model: &str, tie: u64) -> bool {
+        let instances = self.instances();
+        let rec = self.registry[model].clone();
+        let holders: Vec<String> = rec.instance_ids.keys().cloned().collect();
+        let mut fresh = rec.clone();
+        fresh.instance_ids.clear();
+        let view = View {
+            me: "leader",
+            loaded_here: false,
+            record: &fresh,
+            instances: &instances,
+            units: self.weight[model] as i64,
+            tried_copies: &[],
+            tried_loads: &holders,
+            balanced: false,
+            tie,
+            now_ms: self.now,
+            failure_expiry_ms: EXPIRY_MS,
+        };
+        match decide(&view) {
+            Decision::ForwardLoad(p) => {
+                let i: usize = p[4..].parse().expect("pod index");
+                self.load(i, model).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Every pod that is up runs scale-down on its own; checks no model loses its last copy
+    /// or drops below its minimum.
+    fn scale_down_all(&mut self) -> usize {
+        let instances = self.instances();
+        let before: HashMap<String, usize> = self
+            .registry
+            .keys()
+            .map(|id| (id.clone(), self.live_copies(id)))
+            .collect();
+        let records: BTreeMap<String, ModelRecord> = self
+            .registry
+            .iter()
+            .filter(|(_, r)| r.instance_ids.len() > 1)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut drops = Vec::new();
+        for (i, pod) in self.pods.iter().enumerate() {
+            if !pod.alive {
+                continue;
+            }
+            let copies: Vec<LocalCopy> = pod
+                .lru
+                .ids_by_age()
+                .into_iter()
+                .filter(|id| records.contains_key(id))
+                .filter_map(|id| {
+                    let e = pod.lru.get(&id)?;
+                    Some(LocalCopy {
+                        id,
+                        last_used: e.last_used,
+                        units: e.weight as i64,
+                    })
+                })
+                .collect();
+            for id in scale_down(&pod_id(i), &copies, &records, &instances, self.now) {
+                drops.push((i, id));
+            }
+        }
+        for (i, id) in &drops {
+            self.pods[*i].lru.remove(id);
+            self.pods[*i].lru.unloaded(id);
+            if let Some(r) = self.registry.get_mut(id) {
+                r.instance_ids.remove(&pod_id(*i));
+            }
+        }
+        for (id, n) in before {
+            let min = self.registry[&id].min_copies as usize;
+            let after = self.live_copies(&id);
+            assert!(
+                n == 0 || after >= 1,
+                "scale-down dropped every copy of {id}"
+            );
+            assert!(
+                after >= min.min(n),
+                "scale-down took {id} from {n} to {after} copies, below its minimum {min}"
+            );
+        }
+        drops.len()
+    }
+
     fn check(&self) {
         for (i, p) in self.pods.iter().enumerate() {
             assert!(p.lru.used() <= p.lru.capacity(), "pod {i} over capacity");
@@ -177,6 +280,12 @@ impl Cluster {
                 r.instance_ids.len() <= PODS,
                 "{id} has {} copies",
                 r.instance_ids.len()
+            );
+            assert!(
+                r.max_copies == 0 || r.instance_ids.len() <= r.max_copies as usize,
+                "{id} has {} copies, above its maximum {}",
+                r.instance_ids.len(),
+                r.max_copies
             );
         }
     }
@@ -205,6 +314,10 @@ fn fifty_pods_ten_thousand_models_with_faults() {
             c.bad.insert(id);
         }
     }
+    // Hot models with copy bounds: model-1 keeps at least 3 copies, model-2 at most 2.
+    c.registry.get_mut("model-1").expect("model").min_copies = 3;
+    c.registry.get_mut("model-2").expect("model").max_copies = 2;
+    let (mut scaled_up, mut scaled_down, mut proactive) = (0, 0, 0);
     let mut outcomes: HashMap<Outcome, usize> = HashMap::new();
     let mut bad_served = 0;
     for n in 0..REQUESTS {
@@ -252,6 +365,41 @@ fn fifty_pods_ten_thousand_models_with_faults() {
             );
         }
         *outcomes.entry(o).or_default() += 1;
+        // Copy scaling: the hottest models gain a copy now and then (never past a maximum),
+        // the leader restores minimum copies.
+        if n % 500 == 250 {
+            for hot in ["model-1", "model-2", "model-3"] {
+                let r = &c.registry[hot];
+                let below_max = r.max_copies == 0 || c.live_copies(hot) < r.max_copies as usize;
+                if below_max && c.add_copy(hot, rng.next()) {
+                    scaled_up += 1;
+                }
+            }
+            while c.live_copies("model-1") < 3 && c.add_copy("model-1", rng.next()) {}
+        }
+        if n % 1_000 == 500 {
+            scaled_down += c.scale_down_all();
+        }
+        // Proactive loading by the leader, with production's choice of models.
+        if n % 5_000 == 4_000 {
+            let records: Vec<(String, ModelRecord)> = c
+                .registry
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let ids = proactive_loads(
+                &records,
+                &c.instances(),
+                |id, _| c.weight[id] as i64,
+                c.now,
+                EXPIRY_MS,
+            );
+            for id in ids {
+                if c.add_copy(&id, rng.next()) {
+                    proactive += 1;
+                }
+            }
+        }
         if n.is_multiple_of(1_000) {
             c.check();
         }
@@ -260,5 +408,16 @@ fn fifty_pods_ten_thousand_models_with_faults() {
     assert_eq!(bad_served, 0, "a model whose loads always fail was served");
     let copies: usize = c.registry.values().map(|r| r.instance_ids.len()).sum();
     assert!(copies > 0);
-    eprintln!("outcomes over {REQUESTS} requests: {outcomes:?}; {copies} copies held");
+    assert!(
+        scaled_up > 0 && scaled_down > 0,
+        "scaling never ran: up {scaled_up}, down {scaled_down}"
+    );
+    // A pod may have died since the leader's last pass: one more pass restores the minimum.
+    while c.live_copies("model-1") < 3 && c.add_copy("model-1", rng.next()) {}
+    assert!(c.live_copies("model-1") >= 3, "model-1 below its minimum");
+    eprintln!(
+        "outcomes over {REQUESTS} requests: {outcomes:?}; {copies} copies held; \
+         {scaled_up} copies added for load, {scaled_down} dropped by scale-down, \
+         {proactive} loaded proactively"
+    );
 }
