@@ -804,3 +804,78 @@ async fn per_model_minimum_and_maximum_copies() {
     assert_eq!(copies(&mut mgmt, "max1").await.len(), 1);
     drop(pods);
 }
+
+#[tokio::test]
+async fn vmodel_rolls_forward_across_pods_with_no_failed_request() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let pods = cluster(3, &url, &[]).await;
+    // Managed through pod-2, requested through pod-1.
+    let mut mgmt = ModelMeshClient::new(channel(pods[2].mesh_port));
+    let set = |target: &str| mm::SetVModelRequest {
+        v_model_id: "reg".into(),
+        target_model_id: target.into(),
+        model_info: info("tiny-regression"),
+        auto_delete_target_model: true,
+        load_now: true,
+        sync: true,
+        owner: "ksp".into(),
+        ..Default::default()
+    };
+    mgmt.set_v_model(set("reg-a")).await.expect("first version");
+    let input = expected()["tiny-regression"]["inputs"].clone();
+    let port = pods[1].mesh_port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let requests = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut c = Infer::new(channel(port));
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut r = req("reg", &input, false);
+                r.metadata_mut().remove("mm-model-id");
+                r.metadata_mut()
+                    .insert("mm-vmodel-id", "reg".parse().expect("ascii"));
+                match c.model_infer(r).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = mgmt
+        .set_v_model(set("reg-b"))
+        .await
+        .expect("roll forward")
+        .into_inner();
+    assert_eq!(
+        (s.active_model_id.as_str(), s.target_model_id.as_str()),
+        ("reg-b", "reg-b"),
+        "{s:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = requests.await.expect("request task");
+    assert!(ok > 0 && failed.is_empty(), "{ok} ok, failed: {failed:?}");
+    // The old version was auto-deleted once it stopped being active.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = mgmt
+            .get_model_status(mm::GetStatusRequest {
+                model_id: "reg-a".into(),
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        if st.status == ModelStatus::NotFound as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reg-a still registered: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -477,12 +477,16 @@ impl Mesh {
                         writes.push(self.ref_write(&v.target, &pr, prev, -1)?);
                     }
                     let active = self.registry.get_strong(&v.active).await?;
-                    let active_local = self.local.status(&v.active);
-                    needs_copy |=
-                        matches!(active_local, Some(CopyStatus::Loaded | CopyStatus::Loading));
+                    // The active model is in use if any pod holds it (this one or another).
+                    let active_held = matches!(
+                        self.local.status(&v.active),
+                        Some(CopyStatus::Loaded | CopyStatus::Loading)
+                    ) || active
+                        .as_ref()
+                        .is_some_and(|(r, _)| !r.instance_ids.is_empty());
+                    needs_copy |= active_held;
                     let target_loaded = self.local.status(&tid) == Some(CopyStatus::Loaded);
-                    let switch_now =
-                        req.force || tid == v.active || active_local.is_none() || target_loaded;
+                    let switch_now = req.force || tid == v.active || !active_held || target_loaded;
                     nv.target = tid.clone();
                     nv.failed = false;
                     if switch_now && tid != v.active {
