@@ -66,6 +66,11 @@ impl Placement {
         }
     }
 
+    /// This pod's instance id.
+    pub fn me(&self) -> &str {
+        self.local.instance_id()
+    }
+
     /// A number that changes on every call, so equally good pods take turns.
     pub fn next_tie(&self) -> u64 {
         self.tie.fetch_add(1, Ordering::Relaxed)

@@ -115,6 +115,30 @@ pub fn proactive_loads(
     out
 }
 
+/// How many copies a busy model gets at once: one per multiple of the threshold its rate per
+/// copy reaches, at most the pods without a copy and the model's maximum (0 = none), and when
+/// that is more than two, at most a third of the pods (upstream's chained loads).
+pub fn copies_to_add(
+    rpm_per_copy: u64,
+    threshold: u64,
+    copies: usize,
+    pods: usize,
+    max_copies: u32,
+) -> usize {
+    if rpm_per_copy <= threshold {
+        return 0;
+    }
+    let mut n = (rpm_per_copy / threshold.max(1)) as usize;
+    n = n.min(pods.saturating_sub(copies));
+    if max_copies > 0 {
+        n = n.min((max_copies as usize).saturating_sub(copies));
+    }
+    if n > 2 {
+        n = n.min((pods / 3).max(2));
+    }
+    n
+}
+
 /// One of this pod's copies as scale-down sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCopy {
@@ -273,7 +297,31 @@ mod tests {
         assert!(scale_down("a", &[copy("m")], &records, &pods, now).is_empty());
     }
 
+    #[test]
+    fn busier_models_get_more_copies_at_once_within_bounds() {
+        assert_eq!(copies_to_add(100, 100, 1, 10, 0), 0);
+        assert_eq!(copies_to_add(150, 100, 1, 10, 0), 1);
+        assert_eq!(copies_to_add(250, 100, 1, 10, 0), 2);
+        // Three or more at once: at most a third of the pods.
+        assert_eq!(copies_to_add(1_000, 100, 1, 12, 0), 4);
+        assert_eq!(copies_to_add(1_000, 100, 1, 3, 0), 2);
+        // The maximum and the pods without a copy bound it.
+        assert_eq!(copies_to_add(1_000, 100, 2, 12, 3), 1);
+        assert_eq!(copies_to_add(1_000, 100, 3, 3, 0), 0);
+    }
+
     proptest! {
+        #[test]
+        fn copies_to_add_stays_within_bounds(
+            rpm in 0u64..100_000, threshold in 1u64..5_000, copies in 0usize..20,
+            pods in 0usize..40, max in 0u32..10,
+        ) {
+            let n = copies_to_add(rpm, threshold, copies, pods, max);
+            prop_assert!(copies + n <= pods.max(copies));
+            prop_assert!(max == 0 || n == 0 || copies + n <= max as usize);
+            prop_assert!(rpm > threshold || n == 0);
+        }
+
         #[test]
         fn proactive_stays_within_budget_and_skips_loaded(
             pods in proptest::collection::btree_map("[a-e]", (1i64..200, 0i64..200, 0u64..1000, proptest::bool::ANY), 1..5),

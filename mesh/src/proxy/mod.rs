@@ -161,9 +161,9 @@ impl Router {
         self
     }
 
-    /// Counts a request; returns true when the model is busy enough per copy to get another copy
-    /// (and no scale-up of it started in the last window). Pure arithmetic over the counters.
-    fn note_request(&self, id: &str, copies: usize) -> bool {
+    /// Counts a request; returns how many copies to add now: none unless the model is busy
+    /// enough per copy and no scale-up of it started in the last window.
+    fn note_request(&self, id: &str, rec: &ModelRecord, copies: usize, pods: usize) -> usize {
         let now = crate::local::now_ms();
         let mut m = self.scaling.lock().unwrap_or_else(|e| e.into_inner());
         let w = m.entry(id.to_string()).or_default();
@@ -172,27 +172,39 @@ impl Router {
             w.count = 0;
         }
         w.count += 1;
-        let elapsed = now.saturating_sub(w.start_ms).max(1_000);
-        let rpm = w.count * 60_000 / elapsed;
-        let hot = copies > 0 && rpm / copies as u64 > self.scaleup_rpm;
-        if hot && now.saturating_sub(w.last_scaleup_ms) > RATE_WINDOW_MS {
-            w.last_scaleup_ms = now;
-            return true;
+        if copies == 0 || now.saturating_sub(w.last_scaleup_ms) <= RATE_WINDOW_MS {
+            return 0;
         }
-        false
+        let elapsed = now.saturating_sub(w.start_ms).max(1_000);
+        let per_copy = w.count * 60_000 / elapsed / copies as u64;
+        let n =
+            crate::scaling::copies_to_add(per_copy, self.scaleup_rpm, copies, pods, rec.max_copies);
+        if n > 0 {
+            w.last_scaleup_ms = now;
+        }
+        n
     }
 
-    /// Adds a copy of a busy model on the best pod that has none, in the background.
-    fn spawn_scaleup(&self, id: &str, rec: &ModelRecord) {
+    /// Adds `n` copies of a busy model, one after another on the best pods that have none, in
+    /// the background.
+    fn spawn_scaleup(&self, id: &str, rec: &ModelRecord, n: usize) {
         let (placement, id, rec) = (self.mesh.placement.clone(), id.to_string(), rec.clone());
         tokio::spawn(async move {
-            match placement.add_copy(&id, &rec, &[], false).await {
-                Ok(Placed::Here) => tracing::info!(model = %id, "busy model: adding a copy here"),
-                Ok(Placed::Peer(pod, _)) => {
-                    tracing::info!(model = %id, pod = %pod, "busy model: adding a copy on another pod")
-                }
-                Err(e) => {
-                    tracing::debug!(model = %id, error = %e, "busy model: no pod for another copy")
+            let mut placed: Vec<String> = Vec::new();
+            for _ in 0..n {
+                match placement.add_copy(&id, &rec, &placed, false).await {
+                    Ok(Placed::Here) => {
+                        tracing::info!(model = %id, "busy model: adding a copy here");
+                        placed.push(placement.me().to_string());
+                    }
+                    Ok(Placed::Peer(pod, _)) => {
+                        tracing::info!(model = %id, pod = %pod, "busy model: adding a copy on another pod");
+                        placed.push(pod);
+                    }
+                    Err(e) => {
+                        tracing::debug!(model = %id, error = %e, "busy model: no pod for another copy");
+                        return;
+                    }
                 }
             }
         });
@@ -260,9 +272,9 @@ impl Router {
             let live = |p: &String| instances.get(p).is_some_and(|i| !i.shutdown);
             let copies = rec.instance_ids.keys().filter(|p| live(p)).count();
             let pods = instances.values().filter(|i| !i.shutdown).count();
-            let below_max = rec.max_copies == 0 || copies < rec.max_copies as usize;
-            if copies < pods && below_max && self.note_request(&id, copies) {
-                self.spawn_scaleup(&id, &rec);
+            let n = self.note_request(&id, &rec, copies, pods);
+            if n > 0 {
+                self.spawn_scaleup(&id, &rec, n);
             }
         }
         let mut last: Option<Status> = None;
