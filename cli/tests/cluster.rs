@@ -444,6 +444,14 @@ async fn sustained_load_adds_a_copy_and_idle_extra_copies_go_when_space_is_neede
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // pod-0 knew the real size (it loaded "hot") and told pod-1, which admitted the copy at
+    // that size rather than at the one-unit prediction.
+    let log = pods[1].sidecar.log_text();
+    assert!(
+        log.contains("admitting the model at its known size model=\"hot\" bytes=39508")
+            || log.contains("admitting the model at its known size model=hot bytes=39508"),
+        "pod-1 did not use the known size:\n{log}"
+    );
     // Load stops; six other models fill the rest of both pods. The idle extra copy of "hot"
     // goes (dropped by scale-down once the pods are full, or evicted as least recently used),
     // and one copy stays.

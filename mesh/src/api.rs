@@ -58,7 +58,11 @@ impl ModelMesh for MeshApi {
     ) -> Result<Response<pb::ModelStatusInfo>, Status> {
         let here = self.internal && Hop::from_header(r.metadata()) == Hop::LoadHere;
         let balanced = balanced(r.metadata());
+        let size = crate::proxy::known_size(r.metadata());
         let r = r.into_inner();
+        if let (true, Some(bytes)) = (here, size) {
+            self.mesh.local.hint_size(&r.model_id, bytes);
+        }
         let status = if here {
             self.mesh.ensure_here(&r.model_id, r.sync).await?
         } else {

@@ -58,6 +58,8 @@ struct Inner {
     copies: HashMap<String, watch::Sender<CopyStatus>>,
     failures: HashMap<String, (Instant, String)>,
     unloading: HashSet<String>,
+    /// Real sizes (bytes) of models loaded here before, or told by the pod that had them.
+    sizes: HashMap<String, u64>,
 }
 
 /// This pod's model copies.
@@ -167,6 +169,18 @@ impl LocalModels {
                 Some((id.clone(), e.last_used, e.weight))
             })
             .collect()
+    }
+
+    /// The real size (bytes) of a model loaded here before, or hinted by a peer.
+    pub fn known_size(&self, id: &str) -> Option<u64> {
+        self.lock().sizes.get(id).copied()
+    }
+
+    /// Records a size a peer reported for a model it held (used instead of a prediction).
+    pub fn hint_size(&self, id: &str, bytes: u64) {
+        if bytes > 0 {
+            self.lock().sizes.insert(id.to_string(), bytes);
+        }
     }
 
     /// Ids of copies evicted from now on (to move them where there is room).
@@ -335,10 +349,18 @@ impl LocalModels {
                 });
             }
         }
-        let predicted = self
-            .runtime
-            .predict_size(id, &rec.model_type, &rec.path, &rec.key)
-            .await;
+        // A size known from an earlier load (here, or on the pod that asked) beats a prediction.
+        let predicted = match self.known_size(id) {
+            Some(bytes) => {
+                tracing::info!(model = id, bytes, "admitting the model at its known size");
+                Some(bytes)
+            }
+            None => {
+                self.runtime
+                    .predict_size(id, &rec.model_type, &rec.path, &rec.key)
+                    .await
+            }
+        };
         let weight = units(predicted.unwrap_or(self.info.default_model_size));
         let mut inner = self.lock();
         if let Some(tx) = inner.copies.get(id) {
@@ -463,6 +485,7 @@ impl LocalModels {
                 }
                 let next = {
                     let mut inner = self.lock();
+                    inner.sizes.insert(id.clone(), size);
                     match inner.copies.get(&id) {
                         Some(c) if !c.same_channel(&mine) => Next::Superseded,
                         None => Next::Removed,
@@ -566,6 +589,9 @@ impl LocalModels {
         let present = {
             let mut inner = self.lock();
             inner.failures.remove(id);
+            if reason == "unregistered" {
+                inner.sizes.remove(id);
+            }
             let present = inner.lru.remove(id);
             if let Some(tx) = inner.copies.remove(id) {
                 tx.send_replace(CopyStatus::Failed(format!("model {id} removed ({reason})")));

@@ -8,7 +8,7 @@ use crate::constraints::TypeConstraints;
 use crate::error::MeshError;
 use crate::load_queue::Priority;
 use crate::local::{LocalModels, now_ms};
-use crate::proxy::HOP;
+use crate::proxy::{HOP, KNOWN_SIZE};
 use crate::registry::records::{InstanceRecord, ModelRecord};
 use crate::registry::table::Table;
 use crate::routing::{Decision, View, decide};
@@ -260,6 +260,10 @@ impl Placement {
         });
         req.metadata_mut()
             .insert(HOP, AsciiMetadataValue::from_static("load"));
+        if let Some(bytes) = self.local.known_size(id) {
+            req.metadata_mut()
+                .insert(KNOWN_SIZE, AsciiMetadataValue::from(bytes));
+        }
         req.set_timeout(if sync { SYNC_CALL } else { ASYNC_CALL });
         let mut client = ModelMeshClient::new(self.peer(&addr)?);
         match client.ensure_loaded(req).await {

@@ -23,7 +23,8 @@ use tonic::{Code, Status};
 mod request;
 use request::runtime_headers;
 pub use request::{
-    HOP, Hop, NOT_HERE, Target, connection_lost, find_target, model_vanished, parse_timeout,
+    HOP, Hop, KNOWN_SIZE, NOT_HERE, Target, connection_lost, find_target, known_size,
+    model_vanished, parse_timeout,
 };
 
 /// Routes inference requests for one mesh.
@@ -140,6 +141,9 @@ impl Router {
                     .await
             }
             Hop::LoadHere => {
+                if let Some(bytes) = known_size(md) {
+                    self.mesh.local.hint_size(&id, bytes);
+                }
                 self.serve_local(method, md, &body, &target, id, deadline)
                     .await
             }
@@ -479,6 +483,11 @@ impl Router {
             BinaryMetadataValue::from_bytes(id.as_bytes()),
         );
         headers.insert(HOP, AsciiMetadataValue::from_static(hop));
+        if hop == "load"
+            && let Some(bytes) = self.mesh.local.known_size(id)
+        {
+            headers.insert(KNOWN_SIZE, AsciiMetadataValue::from(bytes));
+        }
         let mut req =
             tonic::Request::from_parts(headers, tonic::Extensions::default(), body.clone());
         if let Some(d) = deadline {

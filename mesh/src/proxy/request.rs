@@ -33,6 +33,15 @@ impl Hop {
 
 /// Header carrying the hop instruction between pods (honoured only on the internal port).
 pub const HOP: &str = "mm-hop";
+/// Header with the real size (bytes) of the model a `load` hop asks for, when the sender knows
+/// it (it held a copy), so the receiver admits it at its true size.
+pub const KNOWN_SIZE: &str = "mm-known-size";
+
+/// The known size a peer sent, if any.
+pub fn known_size(md: &MetadataMap) -> Option<u64> {
+    md.get(KNOWN_SIZE)?.to_str().ok()?.parse().ok()
+}
+
 /// Metadata marking "model not loaded here" answers to hit-only hops.
 pub const NOT_HERE: &str = "mm-not-here";
 /// Which id a request named.
@@ -199,6 +208,14 @@ mod tests {
             m.append(*k, v.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn known_size_is_read_only_when_it_is_a_number() {
+        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "39508")])), Some(39508));
+        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "big")])), None);
+        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "-1")])), None);
+        assert_eq!(known_size(&md(&[])), None);
     }
 
     #[test]
