@@ -820,16 +820,7 @@ async fn vmodel_rolls_forward_across_pods_with_no_failed_request() {
     let pods = cluster(3, &url, &[]).await;
     // Managed through pod-2, requested through pod-1.
     let mut mgmt = ModelMeshClient::new(channel(pods[2].mesh_port));
-    let set = |target: &str| mm::SetVModelRequest {
-        v_model_id: "reg".into(),
-        target_model_id: target.into(),
-        model_info: info("tiny-regression"),
-        auto_delete_target_model: true,
-        load_now: true,
-        sync: true,
-        owner: "ksp".into(),
-        ..Default::default()
-    };
+    let set = set_reg_vmodel;
     mgmt.set_v_model(set("reg-a")).await.expect("first version");
     let input = expected()["tiny-regression"]["inputs"].clone();
     let port = pods[1].mesh_port;

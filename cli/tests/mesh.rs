@@ -405,16 +405,7 @@ async fn a_model_the_runtime_lost_is_reloaded_by_the_next_request() {
 async fn vmodel_rollout_under_load_has_no_failed_requests() {
     let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
     let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
-    let set = |target: &str| mm::SetVModelRequest {
-        v_model_id: "reg".into(),
-        target_model_id: target.into(),
-        model_info: info("tiny-regression"),
-        auto_delete_target_model: true,
-        load_now: true,
-        sync: true,
-        owner: "ksp".into(),
-        ..Default::default()
-    };
+    let set = set_reg_vmodel;
     mgmt.set_v_model(set("reg-a")).await.expect("first version");
     let ex = expected();
     let (input, want) = (

@@ -580,3 +580,23 @@ pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
     .await;
     (p, url)
 }
+
+/// setVModel of vmodel `reg` (owner `ksp`) to `target`: the tiny-regression example, loaded now,
+/// auto-deleted when replaced, waiting for the transition (`sync`).
+pub fn set_reg_vmodel(target: &str) -> modelmesh_proto::mmesh::SetVModelRequest {
+    modelmesh_proto::mmesh::SetVModelRequest {
+        v_model_id: "reg".into(),
+        target_model_id: target.into(),
+        model_info: Some(modelmesh_proto::mmesh::ModelInfo {
+            r#type: "onnx".into(),
+            path: "tiny-regression".into(),
+            key: "{}".into(),
+            ..Default::default()
+        }),
+        auto_delete_target_model: true,
+        load_now: true,
+        sync: true,
+        owner: "ksp".into(),
+        ..Default::default()
+    }
+}
