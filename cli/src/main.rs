@@ -31,6 +31,8 @@ enum Command {
     Status(cmd::status::Args),
     /// The mesh sidecar: registry, model cache, vmodels, inference routing.
     Sidecar(Box<cmd::sidecar::Args>),
+    /// The Kubernetes controller (Predictor, ServingRuntime, InferenceService) and its tools.
+    Controller(cmd::controller::Args),
     /// Call a mmesh.ModelRuntime (adapter) directly, as the mesh would.
     Spi(cmd::spi::Args),
     /// Benchmarks that start what they measure and compare against a baseline in the same run.
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Infer(a) => cmd::infer::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Controller(a) => cmd::controller::run(a).await,
         }
     });
     match result {

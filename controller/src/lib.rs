@@ -1,0 +1,3 @@
+//! The modelmesh Kubernetes controller: custom resources and their reconcilers.
+
+pub mod crd;
