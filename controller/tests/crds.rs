@@ -58,13 +58,13 @@ fn compare(path: &str, up: &Value, ours: &Value, problems: &mut Vec<String>) {
             "{path}: type {up_type:?} upstream, {our_type:?} here"
         ));
     }
-    if let Some(up_enum) = up.get("enum") {
-        if ours.get("enum") != Some(up_enum) {
-            problems.push(format!(
-                "{path}: enum {up_enum} upstream, {:?} here",
-                ours.get("enum")
-            ));
-        }
+    if let Some(up_enum) = up.get("enum")
+        && ours.get("enum") != Some(up_enum)
+    {
+        problems.push(format!(
+            "{path}: enum {up_enum} upstream, {:?} here",
+            ours.get("enum")
+        ));
     }
     let required = |v: &Value| -> Vec<String> {
         v.get("required")
