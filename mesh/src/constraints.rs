@@ -47,8 +47,8 @@ impl TypeConstraints {
     /// Upstream's message when no pod qualifies.
     pub fn no_instance_message(&self, model_type: &str) -> String {
         format!(
-            "There are no running instances that meet the label requirements of type {model_type}: {:?}",
-            self.required(model_type)
+            "There are no running instances that meet the label requirements of type {model_type}: [{}]",
+            self.required(model_type).join(", ")
         )
     }
 }

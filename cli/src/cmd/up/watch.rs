@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Owner of vmodels created from Predictors (as upstream's controller).
-pub const OWNER: &str = "ksp";
+pub const OWNER: &str = modelmesh_controller::registration::OWNER_PREDICTOR;
 
 /// What the watcher knows, for `modelmesh status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
