@@ -1,8 +1,12 @@
 //! The modelmesh Kubernetes controller: custom resources, the pure decisions over them
 //! (registrations, placement labels, status mapping), and their reconcilers.
 
+pub mod config;
 pub mod crd;
+pub mod deployment;
 pub mod isvc;
 pub mod labels;
+pub mod quantity;
 pub mod registration;
 pub mod status;
+pub mod validation;
