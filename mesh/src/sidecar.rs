@@ -61,6 +61,9 @@ pub struct SidecarConfig {
     pub proactive_every: Option<Duration>,
     /// How often this pod drops idle extra copies while the cluster is nearly full.
     pub janitor_every: Duration,
+    /// Time from SIGTERM to exit (`SHUTDOWN_TIMEOUT_MS`, the pod's grace period): moving
+    /// models gets what is left after the drain.
+    pub shutdown_timeout: Duration,
     /// This pod's labels (`MM_LABELS`).
     pub labels: Vec<String>,
     /// Type constraints (`MM_TYPE_CONSTRAINTS[_PATH]`).
@@ -135,6 +138,7 @@ pub struct Sidecar {
     internal: Option<tokio::net::TcpListener>,
     prestop: Option<tokio::net::TcpListener>,
     max_message: usize,
+    shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
     internal_enabled: bool,
@@ -276,6 +280,7 @@ impl Sidecar {
             internal,
             prestop,
             max_message: cfg.max_message,
+            shutdown_timeout: cfg.shutdown_timeout,
             ready: Arc::new(AtomicBool::new(true)),
             shutting_down,
             internal_enabled: internal_is_some,
@@ -412,6 +417,11 @@ impl Sidecar {
         }
         let mut grace = rx.clone();
         let router = self.router.clone();
+        // Leave time for the drain (10 s) and the flag to reach peers.
+        let migration = self
+            .shutdown_timeout
+            .saturating_sub(Duration::from_secs(15))
+            .max(Duration::from_secs(5));
         let has_peers = self.internal_enabled;
         tokio::spawn(async move {
             shutdown.await;
@@ -422,7 +432,7 @@ impl Sidecar {
                 // sending new work here, then move this pod's models.
                 tracing::info!("shutting down: moving this pod's models to other pods");
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                router.rehome_all(Duration::from_secs(60)).await;
+                router.rehome_all(migration).await;
                 router.mesh().local.deregister_all().await;
             }
             let _ = drained_tx.send(true);

@@ -26,9 +26,31 @@ pub struct Args {
     /// Key prefix inside the store.
     #[arg(long, env = "MM_KVSTORE_PREFIX", default_value = "mm")]
     pub kv_prefix: String,
-    /// This pod's instance id (default: the host name).
+    /// This pod's instance id (default: the pod name, else the host name).
     #[arg(long, env = "MM_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// The pod's name (Kubernetes downward API), used as the instance id.
+    #[arg(long, env = "WKUBE_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The pod's IP (downward API): the address other pods use to reach this one; wins over
+    /// --location.
+    #[arg(long, env = "WKUBE_POD_IPADDR")]
+    pub pod_ip: Option<String>,
+    /// Upstream's metrics setting: `disabled` or `prometheus:port=<p>;scheme=<http|https>`;
+    /// wins over --metrics-port.
+    #[arg(long, env = "MM_METRICS")]
+    pub metrics: Option<String>,
+    /// Time from SIGTERM to exit, in ms (the pod's grace period): moving this pod's models gets
+    /// what is left after draining requests.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 90_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Log every inference request (accepted for upstream compatibility; no effect yet: use the
+    /// modelmesh_api_request_milliseconds metric).
+    #[arg(long, env = "MM_LOG_EACH_INVOKE", default_value_t = false)]
+    pub log_each_invoke: bool,
+    /// Payload processors (not supported: a warning is logged when set).
+    #[arg(long, env = "MM_PAYLOAD_PROCESSORS")]
+    pub payload_processors: Option<String>,
     /// External gRPC port: the ModelMesh API and inference.
     #[arg(long, env = "MM_SVC_GRPC_PORT", default_value_t = 8033)]
     pub grpc_port: u16,
@@ -127,11 +149,29 @@ impl Args {
             }
             (None, None) => DataplaneConfig::default(),
         };
-        let instance_id = self.instance_id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "local".into())
-        });
+        let instance_id = self
+            .instance_id
+            .clone()
+            .or_else(|| self.pod_name.clone().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "local".into())
+            });
+        let metrics_port = match self.metrics.as_deref().map(parse_mm_metrics) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => anyhow::bail!(e),
+            None => self.metrics_port,
+        };
+        if self
+            .payload_processors
+            .as_deref()
+            .is_some_and(|p| !p.trim().is_empty())
+        {
+            tracing::warn!(
+                "MM_PAYLOAD_PROCESSORS is set but payload processors are not supported; ignoring it"
+            );
+        }
         let port = |p: u16| (p != 0).then(|| SocketAddr::new(self.address, p));
         Ok(SidecarConfig {
             service_name: self.service_name.clone(),
@@ -149,7 +189,11 @@ impl Args {
             max_message: self.max_message_size,
             rest_addr: port(self.rest_port),
             internal_addr: port(self.internal_port),
-            location: self.location.clone(),
+            location: self
+                .pod_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or_else(|| self.location.clone()),
             scaleup_rpm: self.scaleup_rpm_threshold,
             instance_lease_ttl_secs: self.instance_lease_ttl_secs.max(2),
             reaper_every: Duration::from_millis(self.reaper_interval_ms),
@@ -157,6 +201,7 @@ impl Args {
             proactive_every: (self.proactive_load_interval_ms > 0)
                 .then(|| Duration::from_millis(self.proactive_load_interval_ms)),
             janitor_every: Duration::from_millis(self.janitor_interval_ms.max(100)),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             labels: modelmesh_mesh::constraints::parse_labels(&self.labels),
             constraints: match (&self.type_constraints, &self.type_constraints_path) {
                 (Some(json), _) => modelmesh_mesh::constraints::TypeConstraints::parse(json)
@@ -171,13 +216,46 @@ impl Args {
             },
             probe_addr: port(self.probe_port),
             prestop_addr: port(self.prestop_port),
-            metrics_addr: port(self.metrics_port),
+            metrics_addr: port(metrics_port),
             runtime_poll: (
                 Duration::from_millis(500),
                 Duration::from_secs(self.runtime_startup_timeout),
             ),
         })
     }
+}
+
+/// `MM_METRICS`: `disabled` → 0 (off), `prometheus:port=<p>[;scheme=<s>]` → p.
+fn parse_mm_metrics(v: &str) -> Result<u16, String> {
+    let v = v.trim();
+    if v == "disabled" || v.is_empty() {
+        return Ok(0);
+    }
+    let Some(params) = v.strip_prefix("prometheus") else {
+        return Err(format!(
+            "MM_METRICS '{v}': expected 'disabled' or 'prometheus:port=<port>;scheme=<http|https>'"
+        ));
+    };
+    let mut port = 2112;
+    for kv in params
+        .trim_start_matches(':')
+        .split(';')
+        .filter(|s| !s.is_empty())
+    {
+        match kv.split_once('=') {
+            Some(("port", p)) => {
+                port = p
+                    .parse()
+                    .map_err(|_| format!("MM_METRICS '{v}': port '{p}' is not a port number"))?
+            }
+            Some(("scheme", "https")) => tracing::warn!(
+                "MM_METRICS asks for https; metrics are served over plain http (TLS is not implemented for metrics yet)"
+            ),
+            Some(("scheme", "http")) => {}
+            _ => return Err(format!("MM_METRICS '{v}': unknown setting '{kv}'")),
+        }
+    }
+    Ok(port)
 }
 
 /// Runs the sidecar until SIGTERM / Ctrl-C.
@@ -192,4 +270,25 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     sidecar.serve(super::signal::shutdown()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mm_metrics;
+
+    #[test]
+    fn upstream_metrics_setting() {
+        assert_eq!(parse_mm_metrics("disabled"), Ok(0));
+        assert_eq!(
+            parse_mm_metrics("prometheus:port=2222;scheme=http"),
+            Ok(2222)
+        );
+        assert_eq!(parse_mm_metrics("prometheus"), Ok(2112));
+        assert!(parse_mm_metrics("statsd:port=1").is_err());
+        assert!(
+            parse_mm_metrics("prometheus:port=x")
+                .unwrap_err()
+                .contains("port")
+        );
+    }
 }

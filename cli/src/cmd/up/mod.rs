@@ -311,6 +311,7 @@ async fn start_pod(
         gone_after: Duration::from_secs(120),
         proactive_every: Some(Duration::from_secs(60)),
         janitor_every: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(30),
         labels: Vec::new(),
         constraints: Default::default(),
         probe_addr: None,
