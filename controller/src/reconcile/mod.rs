@@ -1,0 +1,68 @@
+//! Reconcilers: what the controller does for each resource, over the Kubernetes API and the
+//! mesh. The decisions they apply live in the pure modules (registration, status, labels,
+//! deployment); these only read, call and write.
+
+pub mod predictor;
+
+use crate::config::Config;
+use crate::mesh_client::MeshApi;
+use kube::runtime::controller::Action;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What every reconcile needs.
+pub struct Ctx<M> {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The mesh.
+    pub mesh: M,
+    /// The current `model-serving-config` (replaced when the ConfigMap changes).
+    pub config: RwLock<Config>,
+    /// Now, in ms since the epoch (a parameter so tests control time).
+    pub now_ms: fn() -> i64,
+}
+
+impl<M: MeshApi> Ctx<M> {
+    /// A context with the wall clock.
+    pub fn new(client: kube::Client, mesh: M, config: Config) -> Self {
+        Ctx {
+            client,
+            mesh,
+            config: RwLock::new(config),
+            now_ms: wall_clock_ms,
+        }
+    }
+
+    /// A snapshot of the config.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The Kubernetes API refused or failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The mesh refused or failed.
+    #[error("mesh: {0}")]
+    Mesh(String),
+}
+
+/// Retry after a failed reconcile (upstream's constant 5 s).
+pub fn error_policy<K, M>(_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<Ctx<M>>) -> Action {
+    tracing::warn!(error = %err, "reconcile failed; retrying in 5 s");
+    Action::requeue(Duration::from_secs(5))
+}
