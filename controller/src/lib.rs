@@ -10,5 +10,6 @@ pub mod mesh_client;
 pub mod quantity;
 pub mod reconcile;
 pub mod registration;
+pub mod run;
 pub mod status;
 pub mod validation;

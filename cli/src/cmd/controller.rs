@@ -13,6 +13,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller: reconcile Predictors and ModelMesh-mode InferenceServices into mesh
+    /// registrations and write their status (in a pod, or with a kubeconfig).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions (Predictor, ServingRuntime, ClusterServingRuntime,
     /// InferenceService) as YAML, or write one file per CRD into a directory (the chart's crds/).
     Crdgen {
@@ -22,10 +25,52 @@ enum Command {
     },
 }
 
+/// Flags of `modelmesh controller run` (upstream's environment names).
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    /// The controller's namespace (default: the service account's, else modelmesh-serving).
+    #[arg(long, env = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Serve only the controller's namespace (otherwise every namespace labelled
+    /// modelmesh-enabled=true, and its own).
+    #[arg(long, env = "NAMESPACE_SCOPE", default_value_t = false)]
+    namespace_scope: bool,
+    /// The ConfigMap holding config.yaml (model-serving-config).
+    #[arg(long, default_value = "model-serving-config")]
+    config_map: String,
+    /// Development: send mesh calls to this host:port instead of each namespace's Service.
+    #[arg(long, env = "MODELMESH_ENDPOINT")]
+    mesh_endpoint: Option<String>,
+    /// Port of /healthz and /readyz; 0 disables.
+    #[arg(long, default_value_t = 8081)]
+    health_port: u16,
+    /// Reconcile InferenceServices in ModelMesh mode (skipped when the CRD is missing).
+    #[arg(long, env = "ENABLE_ISVC_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    isvc: bool,
+}
+
 /// Runs the subcommand.
 pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Command::Crdgen { out_dir } => crdgen(out_dir),
+        Command::Run(r) => {
+            let namespace = r.namespace.unwrap_or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "modelmesh-serving".into())
+            });
+            modelmesh_controller::run::run(modelmesh_controller::run::RunConfig {
+                namespace,
+                namespace_scope: r.namespace_scope,
+                config_map: r.config_map,
+                mesh_endpoint: r.mesh_endpoint,
+                health_addr: (r.health_port != 0)
+                    .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], r.health_port))),
+                watch_isvc: r.isvc,
+            })
+            .await?;
+            Ok(())
+        }
     }
 }
 
