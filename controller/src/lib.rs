@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod isvc;
 pub mod labels;
 pub mod mesh_client;
+pub mod plan;
 pub mod quantity;
 pub mod reconcile;
 pub mod registration;
