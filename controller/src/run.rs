@@ -1,6 +1,7 @@
 //! `modelmesh controller run`: connects to the cluster, loads (and follows) the
 //! `model-serving-config` ConfigMap, tracks which namespaces are served, runs the Predictor and
-//! InferenceService reconcilers, and serves `/healthz` and `/readyz`.
+//! InferenceService reconcilers and the per-namespace runtime reconciler (triggered by changes
+//! to runtimes, predictors, namespaces and the config), and serves `/healthz` and `/readyz`.
 
 use crate::config::Config;
 use crate::crd::{InferenceService, Predictor};
@@ -91,11 +92,26 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         cfg.inference_service_port,
         rc.mesh_endpoint.clone().or(cfg.model_mesh_endpoint.clone()),
     );
-    let ctx = Arc::new(Ctx::new(client.clone(), mesh, cfg));
+    let etcd_secret = std::env::var("ETCD_SECRET_NAME")
+        .ok()
+        .or(cfg.etcd_secret_name.clone())
+        .unwrap_or_else(|| "model-serving-etcd".into());
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        mesh,
+        cfg,
+        &rc.namespace,
+        &etcd_secret,
+    ));
+
+    // Runtime-side reconciles are per namespace; watchers name the namespaces to look at
+    // (None: every served one).
+    let (trigger, triggers) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
 
     // Follow the config.
     {
         let ctx = ctx.clone();
+        let config_trigger = trigger.clone();
         let wc = watcher::Config::default().fields(&format!("metadata.name={}", rc.config_map));
         tokio::spawn(async move {
             let mut events = watcher(cms, wc).boxed();
@@ -115,6 +131,7 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
                     Ok(c) => {
                         *ctx.config.write().unwrap_or_else(|p| p.into_inner()) = c;
                         tracing::info!("configuration reloaded");
+                        let _ = config_trigger.send(None);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "configuration change rejected; keeping the previous one")
@@ -131,27 +148,66 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         let enabled = enabled.clone();
         let own = rc.namespace.clone();
         let nss: Api<Namespace> = Api::all(client.clone());
+        let trigger = trigger.clone();
         tokio::spawn(async move {
             let mut events = watcher(nss, watcher::Config::default()).boxed();
             while let Some(ev) = events.next().await {
-                let mut set = enabled.write().unwrap_or_else(|p| p.into_inner());
-                match ev {
-                    Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
-                        if namespace_enabled(&ns, &own) {
-                            set.insert(ns.name_any());
-                        } else {
+                let changed = {
+                    let mut set = enabled.write().unwrap_or_else(|p| p.into_inner());
+                    match ev {
+                        Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                            let name = ns.name_any();
+                            let was = set.contains(&name);
+                            let now = namespace_enabled(&ns, &own);
+                            if now {
+                                set.insert(name.clone());
+                            } else {
+                                set.remove(&name);
+                            }
+                            (was != now).then_some(name)
+                        }
+                        Ok(watcher::Event::Delete(ns)) => {
                             set.remove(&ns.name_any());
+                            None
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watching namespaces failed; retrying");
+                            None
                         }
                     }
-                    Ok(watcher::Event::Delete(ns)) => {
-                        set.remove(&ns.name_any());
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "watching namespaces failed; retrying"),
+                };
+                if let Some(name) = changed {
+                    let _ = trigger.send(Some(name));
                 }
             }
         });
     }
+    let scoped = |c: &kube::Client| rc.namespace_scope.then(|| c.clone());
+    spawn_trigger(
+        match scoped(&client) {
+            Some(c) => Api::<crate::crd::ServingRuntime>::namespaced(c, &rc.namespace),
+            None => Api::all(client.clone()),
+        },
+        trigger.clone(),
+        false,
+    );
+    spawn_trigger(
+        match scoped(&client) {
+            Some(c) => Api::<Predictor>::namespaced(c, &rc.namespace),
+            None => Api::all(client.clone()),
+        },
+        trigger.clone(),
+        false,
+    );
+    if !rc.namespace_scope {
+        spawn_trigger(
+            Api::<crate::crd::ClusterServingRuntime>::all(client.clone()),
+            trigger.clone(),
+            true,
+        );
+    }
+    let runtime_loop = runtime_loop(ctx.clone(), enabled.clone(), triggers, trigger.clone());
 
     if let Some(addr) = rc.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -235,9 +291,111 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
             })
             .await;
     };
-    futures::join!(predictor_loop, isvc_loop);
+    let _ = trigger.send(None);
+    tokio::select! {
+        _ = async { futures::join!(predictor_loop, isvc_loop) } => {}
+        _ = runtime_loop => {}
+    }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Sends the namespace of every change to `K` (or None, for everything, when `everywhere`).
+fn spawn_trigger<K>(
+    api: Api<K>,
+    trigger: tokio::sync::mpsc::UnboundedSender<Option<String>>,
+    everywhere: bool,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = events.next().await {
+            let obj = match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => o,
+                Ok(watcher::Event::InitDone) => {
+                    let _ = trigger.send(None);
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch failed; retrying");
+                    continue;
+                }
+            };
+            let target = if everywhere {
+                None
+            } else {
+                obj.meta().namespace.clone()
+            };
+            if trigger.send(target).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Reconciles namespaces as triggers arrive (batched over 300 ms), and again when a plan asks
+/// (a scale-to-zero grace period ending) or after the resync interval.
+async fn runtime_loop<M: crate::mesh_client::MeshApi>(
+    ctx: Arc<Ctx<M>>,
+    enabled: Arc<RwLock<HashSet<String>>>,
+    mut triggers: tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+    trigger: tokio::sync::mpsc::UnboundedSender<Option<String>>,
+) {
+    // Namespaces reconciled once, so one that stops being served is cleaned up.
+    let mut known: HashSet<String> = HashSet::new();
+    while let Some(first) = triggers.recv().await {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut all = first.is_none();
+        let mut pending: HashSet<String> = first.into_iter().collect();
+        while let Ok(t) = triggers.try_recv() {
+            match t {
+                Some(ns) => {
+                    pending.insert(ns);
+                }
+                None => all = true,
+            }
+        }
+        let served = enabled.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if all {
+            pending.extend(served.iter().cloned());
+            pending.extend(known.iter().cloned());
+        }
+        for ns in pending {
+            let on = served.contains(&ns);
+            if !on && !known.contains(&ns) {
+                continue; // never ours
+            }
+            match crate::reconcile::namespace::reconcile_namespace(&ns, on, &ctx).await {
+                Ok(after) => {
+                    if on {
+                        known.insert(ns.clone());
+                    } else {
+                        known.remove(&ns);
+                    }
+                    let trigger = trigger.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = trigger.send(Some(ns));
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "namespace reconcile failed; retrying in 5 s");
+                    let trigger = trigger.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        let _ = trigger.send(Some(ns));
+                    });
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,9 @@ fn ctx(client: kube::Client, mesh: FakeMesh) -> Arc<Ctx<FakeMesh>> {
         mesh,
         config: std::sync::RwLock::new(Config::default()),
         now_ms: || 1_700_000_000_000,
+        controller_namespace: "modelmesh-serving".into(),
+        etcd_secret_name: "model-serving-etcd".into(),
+        runtime_state: Default::default(),
     })
 }
 

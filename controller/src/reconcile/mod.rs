@@ -2,12 +2,14 @@
 //! mesh. The decisions they apply live in the pure modules (registration, status, labels,
 //! deployment); these only read, call and write.
 
+pub mod namespace;
 pub mod predictor;
 
 use crate::config::Config;
 use crate::mesh_client::MeshApi;
 use kube::runtime::controller::Action;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// What every reconcile needs.
@@ -20,16 +22,31 @@ pub struct Ctx<M> {
     pub config: RwLock<Config>,
     /// Now, in ms since the epoch (a parameter so tests control time).
     pub now_ms: fn() -> i64,
+    /// The controller's namespace (config, etcd secret).
+    pub controller_namespace: String,
+    /// The etcd secret's name (`ETCD_SECRET_NAME`).
+    pub etcd_secret_name: String,
+    /// Scale-to-zero bookkeeping per namespace.
+    pub runtime_state: Mutex<HashMap<String, crate::plan::ScaleState>>,
 }
 
 impl<M: MeshApi> Ctx<M> {
     /// A context with the wall clock.
-    pub fn new(client: kube::Client, mesh: M, config: Config) -> Self {
+    pub fn new(
+        client: kube::Client,
+        mesh: M,
+        config: Config,
+        controller_namespace: &str,
+        etcd_secret_name: &str,
+    ) -> Self {
         Ctx {
             client,
             mesh,
             config: RwLock::new(config),
             now_ms: wall_clock_ms,
+            controller_namespace: controller_namespace.to_string(),
+            etcd_secret_name: etcd_secret_name.to_string(),
+            runtime_state: Default::default(),
         }
     }
 
