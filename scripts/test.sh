@@ -26,5 +26,5 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-step "Python interop tests (real tritonclient and grpcurl against modelmesh runtime and the mesh)"
-MODELMESH_BIN=target/debug/modelmesh .venv/bin/python -m pytest -q tests/interop
+step "Python tests: interop (real tritonclient and grpcurl against modelmesh runtime and the mesh) and the Helm chart (Helm's Go SDK, kubernetes-validate)"
+MODELMESH_BIN=target/debug/modelmesh .venv/bin/python -m pytest -q tests/interop tests/chart

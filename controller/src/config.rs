@@ -59,7 +59,7 @@ pub struct Config {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Mount any PVC a predictor names (not only those in storage-config).
     pub allow_any_pvc: bool,
-    /// Server types with a built-in adapter.
+    /// Server types with a built-in adapter (`modelmesh` is our ONNX runtime).
     pub built_in_server_types: Vec<String>,
     /// Payload processors (`MM_PAYLOAD_PROCESSORS`).
     pub payload_processors: Vec<String>,
@@ -193,7 +193,7 @@ impl Default for Config {
             runtime_pod_annotations: BTreeMap::new(),
             image_pull_secrets: Vec::new(),
             allow_any_pvc: false,
-            built_in_server_types: vec!["triton".into(), "mlserver".into()],
+            built_in_server_types: vec!["modelmesh".into(), "triton".into(), "mlserver".into()],
             payload_processors: Vec::new(),
             internal_model_mesh_env_vars: Vec::new(),
             etcd_secret_name: None,

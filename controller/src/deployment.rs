@@ -155,6 +155,15 @@ pub fn endpoint_socket(endpoint: &str) -> Option<&str> {
     endpoint.strip_prefix("unix:")
 }
 
+/// The adapter that drives a server type: our own runtime (`modelmesh`) speaks Triton's
+/// repository API, so the Triton adapter drives it.
+pub fn adapter_kind(server_type: &str) -> &str {
+    match server_type {
+        "modelmesh" => "triton",
+        other => other,
+    }
+}
+
 /// The tag part of an image (`repo:tag` → `tag`), upstream's `RUNTIME_VERSION`.
 fn image_tag(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
@@ -306,7 +315,7 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
                 BINARY.into(),
                 "adapter".into(),
                 "--server-type".into(),
-                server.clone(),
+                adapter_kind(server).into(),
             ]),
             env: Some(e),
             resources: Some(cfg.storage_helper_resources.clone()),

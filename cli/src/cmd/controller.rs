@@ -16,6 +16,19 @@ enum Command {
     /// Run the controller: reconcile Predictors and ModelMesh-mode InferenceServices into mesh
     /// registrations and write their status (in a pod, or with a kubeconfig).
     Run(RunArgs),
+    /// Print the Deployment the controller would make for a runtime (a ServingRuntime or
+    /// ClusterServingRuntime YAML file), with a model-serving-config config.yaml.
+    Render {
+        /// The runtime's YAML.
+        #[arg(long, value_name = "FILE")]
+        runtime: PathBuf,
+        /// The config.yaml (default: the built-in defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Replicas to render.
+        #[arg(long, default_value_t = 1)]
+        replicas: i32,
+    },
     /// Print the CustomResourceDefinitions (Predictor, ServingRuntime, ClusterServingRuntime,
     /// InferenceService) as YAML, or write one file per CRD into a directory (the chart's crds/).
     Crdgen {
@@ -53,6 +66,11 @@ struct RunArgs {
 pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
         Command::Crdgen { out_dir } => crdgen(out_dir),
+        Command::Render {
+            runtime,
+            config,
+            replicas,
+        } => render(&runtime, config.as_deref(), replicas),
         Command::Run(r) => {
             let namespace = r.namespace.unwrap_or_else(|| {
                 std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -72,6 +90,57 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn render(
+    runtime: &std::path::Path,
+    config: Option<&std::path::Path>,
+    replicas: i32,
+) -> anyhow::Result<()> {
+    use modelmesh_controller::crd::serving_runtime::ServingRuntimeSpec;
+    let text = std::fs::read_to_string(runtime)
+        .with_context(|| format!("reading {}", runtime.display()))?;
+    let v: serde_json::Value = serde_norway::from_str(&text)
+        .with_context(|| format!("{} is not YAML", runtime.display()))?;
+    let kind = v["kind"].as_str().unwrap_or_default();
+    anyhow::ensure!(
+        kind == "ServingRuntime" || kind == "ClusterServingRuntime",
+        "{}: expected a ServingRuntime or ClusterServingRuntime, got kind '{kind}'",
+        runtime.display()
+    );
+    let spec: ServingRuntimeSpec = serde_json::from_value(v["spec"].clone())
+        .with_context(|| format!("{}: invalid spec", runtime.display()))?;
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let annotations: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(v["metadata"]["annotations"].clone()).unwrap_or_default();
+    let cfg = match config {
+        Some(p) => modelmesh_controller::config::Config::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => Default::default(),
+    };
+    let problems = modelmesh_controller::validation::validate(&spec, &cfg.built_in_server_types);
+    anyhow::ensure!(
+        problems.is_empty(),
+        "runtime {name} is invalid:\n  {}",
+        problems.join("\n  ")
+    );
+    let d = modelmesh_controller::deployment::render(
+        &modelmesh_controller::deployment::RuntimeInput {
+            name: &name,
+            spec: &spec,
+            annotations: &annotations,
+            replicas,
+            pvcs: &[],
+            etcd_secret: "model-serving-etcd",
+        },
+        &cfg,
+    );
+    print!("{}", serde_norway::to_string(&d)?);
+    Ok(())
 }
 
 fn crdgen(out_dir: Option<PathBuf>) -> anyhow::Result<()> {

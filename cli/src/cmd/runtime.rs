@@ -30,10 +30,18 @@ pub struct Args {
     /// Models to load at start-up (repeatable).
     #[arg(long = "load-model", value_name = "NAME")]
     load_models: Vec<String>,
+    /// Create the repository directory if it does not exist (in a pod, where the adapter
+    /// fills an empty volume).
+    #[arg(long, env = "CREATE_REPOSITORY", default_value_t = false)]
+    create_repository: bool,
 }
 
 /// Runs the server until SIGTERM / Ctrl-C.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if a.create_repository && !a.model_repository.exists() {
+        std::fs::create_dir_all(&a.model_repository)
+            .with_context(|| format!("creating {}", a.model_repository.display()))?;
+    }
     if !a.model_repository.is_dir() {
         anyhow::bail!(
             "model repository {} is not a directory (pass --model-repository DIR)",

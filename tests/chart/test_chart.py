@@ -1,0 +1,145 @@
+"""The Helm chart, rendered by Helm's own Go SDK (helm-python-sdk): it lints clean, renders for
+cluster and namespace scope, refuses to render without an etcd, grants only the permissions
+listed below, validates against the Kubernetes schemas (kubernetes-validate), and every built-in
+runtime it installs renders a valid runtime Deployment through `modelmesh controller render`.
+"""
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelmesh"
+BIN = Path(os.environ.get("MODELMESH_BIN", ROOT / "target" / "debug" / "modelmesh"))
+ETCD = {"etcd": {"connection": '{"endpoints":"http://etcd:2379","root_prefix":"mm"}'}}
+
+
+def render(values, namespace="modelmesh-serving"):
+    with helm.Chart.load(str(CHART)) as ch:
+        out = ch.render(values, name="mm", namespace=namespace)
+    docs = []
+    for name, text in out.items():
+        if name.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_lint_is_clean():
+    result = helm.lint(str(CHART), strict=True, values=ETCD)
+    assert result["errors"] == [], result
+
+
+def test_cluster_scope_renders_everything():
+    docs = render(ETCD)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Secret"]
+        + ["ClusterServingRuntime"] * 3
+    ), kinds
+    controller = by_kind(docs, "Deployment")[0]
+    c = controller["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["/usr/local/bin/modelmesh", "controller", "run"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["NAMESPACE_SCOPE"] == "false"
+    assert env["ETCD_SECRET_NAME"] == "model-serving-etcd"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    names = {d["metadata"]["name"] for d in by_kind(docs, "ClusterServingRuntime")}
+    assert names == {"modelmesh-onnx", "triton-2.x", "mlserver-1.x"}
+
+
+def test_namespace_scope_uses_a_role_and_namespaced_runtimes():
+    docs = render({**ETCD, "namespaceScope": True}, namespace="team-a")
+    assert by_kind(docs, "Role") and not by_kind(docs, "ClusterRole")
+    runtimes = by_kind(docs, "ServingRuntime")
+    assert len(runtimes) == 3 and all(r["metadata"]["namespace"] == "team-a" for r in runtimes)
+    rules = by_kind(docs, "Role")[0]["rules"]
+    assert not any("namespaces" in r["resources"] for r in rules)
+
+
+def test_quick_start_etcd_and_a_missing_etcd():
+    docs = render({"etcd": {"deploy": True}})
+    secret = by_kind(docs, "Secret")[0]
+    assert "http://etcd.modelmesh-serving:2379" in secret["stringData"]["etcd_connection"]
+    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "etcd" for d in docs)
+    with pytest.raises(Exception) as e:
+        render({})
+    assert "etcd.connection" in str(e.value)
+
+
+# Every permission the controller gets, and nothing else (why: see templates/rbac.yaml).
+EXPECTED_RULES = {
+    ("serving.kserve.io", "predictors"): {"get", "list", "watch", "patch"},
+    ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "patch"},
+    ("serving.kserve.io", "predictors/status"): {"get", "patch"},
+    ("serving.kserve.io", "inferenceservices/status"): {"get", "patch"},
+    ("serving.kserve.io", "predictors/finalizers"): {"update"},
+    ("serving.kserve.io", "inferenceservices/finalizers"): {"update"},
+    ("serving.kserve.io", "servingruntimes"): {"get", "list", "watch"},
+    ("serving.kserve.io", "clusterservingruntimes"): {"get", "list", "watch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "events"): {"create", "patch"},
+    ("", "namespaces"): {"get", "list", "watch"},
+}
+
+
+def test_rbac_grants_exactly_the_listed_permissions():
+    rules = by_kind(render(ETCD), "ClusterRole")[0]["rules"]
+    granted = {}
+    for r in rules:
+        assert "*" not in r["verbs"] and "*" not in r["resources"], r
+        for group in r["apiGroups"]:
+            for res in r["resources"]:
+                granted.setdefault((group, res), set()).update(r["verbs"])
+    assert granted == EXPECTED_RULES
+
+
+def test_rendered_objects_are_valid_kubernetes():
+    docs = [d for d in render({**ETCD, "etcd": {"deploy": True}}) if d["apiVersion"] != "serving.kserve.io/v1alpha1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chart.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        run = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "kubernetes-validate"), "-k", "1.33.0", "--strict", "--quiet", str(path)],
+            capture_output=True, text=True,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_built_in_runtimes_render_valid_deployments():
+    docs = render(ETCD)
+    config = by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(config)
+        for rt in by_kind(docs, "ClusterServingRuntime"):
+            name = rt["metadata"]["name"]
+            src = Path(tmp) / f"{name}.yaml"
+            src.write_text(yaml.safe_dump(rt))
+            out = subprocess.run(
+                [str(BIN), "controller", "render", "--runtime", str(src), "--config", str(cfg)],
+                capture_output=True, text=True,
+            )
+            assert out.returncode == 0, out.stderr
+            deployment = yaml.safe_load(out.stdout)
+            names = [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+            assert names[-1] == "mm", names
+            rendered = Path(tmp) / f"{name}-deployment.yaml"
+            rendered.write_text(out.stdout)
+            run = subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "kubernetes-validate"), "-k", "1.33.0", "--strict", "--quiet", str(rendered)],
+                capture_output=True, text=True,
+            )
+            assert run.returncode == 0, f"{name}: {run.stdout}{run.stderr}"
