@@ -6,6 +6,7 @@ pub mod crd;
 pub mod deployment;
 pub mod isvc;
 pub mod labels;
+pub mod leader;
 pub mod mesh_client;
 pub mod plan;
 pub mod quantity;

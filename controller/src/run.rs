@@ -36,6 +36,8 @@ pub struct RunConfig {
     pub health_addr: Option<SocketAddr>,
     /// Reconcile InferenceServices (when the CRD is installed).
     pub watch_isvc: bool,
+    /// Take the leader Lease before reconciling (several replicas), as this identity.
+    pub leader_identity: Option<String>,
 }
 
 /// Why the controller could not run.
@@ -50,6 +52,9 @@ pub enum RunError {
     /// The health port could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// Another replica took the lease (this one must stop reconciling).
+    #[error("lost the leader lease {0}; exiting so a fresh start can stand again")]
+    LostLeadership(&'static str),
 }
 
 // By hand rather than `#[from]`, so the message carries kube's error once, not again as a
@@ -84,6 +89,22 @@ fn config_from(cm: Option<&ConfigMap>) -> Result<Config, crate::config::ConfigEr
 /// Runs until SIGTERM.
 pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     let client = kube::Client::try_default().await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &rc.namespace);
+    if let Some(me) = &rc.leader_identity {
+        tracing::info!(identity = %me, lease = crate::leader::LEASE_NAME, "waiting to lead");
+        loop {
+            match crate::leader::try_acquire(&leases, me, crate::reconcile::wall_clock_ms()).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read or take the leader lease; retrying")
+                }
+            }
+            tokio::time::sleep(crate::leader::RETRY).await;
+        }
+        tracing::info!(identity = %me, "leading");
+    }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &rc.namespace);
     let cfg = config_from(cms.get_opt(&rc.config_map).await?.as_ref())?;
     tracing::info!(namespace = %rc.namespace, scope = if rc.namespace_scope { "namespace" } else { "cluster" }, "controller starting");
@@ -292,9 +313,32 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
             .await;
     };
     let _ = trigger.send(None);
+    let identity = rc.leader_identity.clone();
+    let keep_lease = async move {
+        let Some(me) = identity else {
+            return std::future::pending::<()>().await;
+        };
+        // Renew; give up once renewals have failed for longer than the lease lasts.
+        let mut last_ok = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(crate::leader::RETRY).await;
+            match crate::leader::try_acquire(&leases, &me, crate::reconcile::wall_clock_ms()).await
+            {
+                Ok(true) => last_ok = std::time::Instant::now(),
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+            }
+            if last_ok.elapsed()
+                > std::time::Duration::from_secs(crate::leader::LEASE_SECONDS as u64)
+            {
+                return;
+            }
+        }
+    };
     tokio::select! {
         _ = async { futures::join!(predictor_loop, isvc_loop) } => {}
         _ = runtime_loop => {}
+        _ = keep_lease => return Err(RunError::LostLeadership(crate::leader::LEASE_NAME)),
     }
     tracing::info!("controller stopped");
     Ok(())

@@ -43,7 +43,8 @@ def test_cluster_scope_renders_everything():
     docs = render(ETCD)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Secret"]
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        + ["ConfigMap", "Deployment", "Secret"]
         + ["ClusterServingRuntime"] * 3
     ), kinds
     controller = by_kind(docs, "Deployment")[0]
@@ -62,7 +63,7 @@ def test_namespace_scope_uses_a_role_and_namespaced_runtimes():
     assert by_kind(docs, "Role") and not by_kind(docs, "ClusterRole")
     runtimes = by_kind(docs, "ServingRuntime")
     assert len(runtimes) == 3 and all(r["metadata"]["namespace"] == "team-a" for r in runtimes)
-    rules = by_kind(docs, "Role")[0]["rules"]
+    rules = [r for role in by_kind(docs, "Role") for r in role["rules"]]
     assert not any("namespaces" in r["resources"] for r in rules)
 
 
@@ -96,7 +97,13 @@ EXPECTED_RULES = {
 
 
 def test_rbac_grants_exactly_the_listed_permissions():
-    rules = by_kind(render(ETCD), "ClusterRole")[0]["rules"]
+    docs = render(ETCD)
+    rules = by_kind(docs, "ClusterRole")[0]["rules"]
+    leases = by_kind(docs, "Role")[0]
+    assert leases["metadata"]["namespace"] == "modelmesh-serving"
+    assert leases["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
     granted = {}
     for r in rules:
         assert "*" not in r["verbs"] and "*" not in r["resources"], r

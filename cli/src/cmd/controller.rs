@@ -60,6 +60,13 @@ struct RunArgs {
     /// Reconcile InferenceServices in ModelMesh mode (skipped when the CRD is missing).
     #[arg(long, env = "ENABLE_ISVC_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     isvc: bool,
+    /// Take the leader Lease (modelmesh-controller-leader-lock) before reconciling, so several
+    /// replicas can run and one leads.
+    #[arg(long, env = "ENABLE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// This replica's identity in the lease (default: the pod name, from POD_NAME or the host name).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
 }
 
 /// Runs the subcommand.
@@ -85,6 +92,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 health_addr: (r.health_port != 0)
                     .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], r.health_port))),
                 watch_isvc: r.isvc,
+                leader_identity: r.leader_election.then(|| {
+                    r.pod_name.clone().unwrap_or_else(|| {
+                        std::fs::read_to_string("/etc/hostname")
+                            .map(|h| h.trim().to_string())
+                            .unwrap_or_else(|_| "modelmesh-controller".into())
+                    })
+                }),
             })
             .await?;
             Ok(())
