@@ -9,10 +9,11 @@ use serde_json::{Value, json};
 
 const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/mm/leases";
 
-/// Answers each expected (method, path) with (status, body); checks the request body.
-async fn serve(
-    script: Vec<(&'static str, String, StatusCode, Value, fn(&Value))>,
-) -> (kube::Client, tokio::task::JoinHandle<()>) {
+/// One expected call: method, path, reply status, reply body, and a check of the request body.
+type Step = (&'static str, String, StatusCode, Value, fn(&Value));
+
+/// Answers each expected call in order.
+async fn serve(script: Vec<Step>) -> (kube::Client, tokio::task::JoinHandle<()>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let task = tokio::spawn(async move {
         for (method, path, status, reply, check) in script {
