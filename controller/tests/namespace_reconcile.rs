@@ -44,6 +44,7 @@ impl MeshApi for NoMesh {
 #[derive(Default)]
 struct World {
     runtimes: Vec<Value>,
+    namespace_runtimes: Vec<Value>,
     predictors: Vec<Value>,
     deployments: Vec<String>,
     calls: Vec<(String, String, Value)>,
@@ -70,7 +71,7 @@ fn answer(w: &mut World, method: &str, path: &str, body: Value) -> (StatusCode, 
             ok(list("ClusterServingRuntimeList", w.runtimes.clone()))
         }
         ("GET", "/apis/serving.kserve.io/v1alpha1/namespaces/team-a/servingruntimes") => {
-            ok(list("ServingRuntimeList", vec![]))
+            ok(list("ServingRuntimeList", w.namespace_runtimes.clone()))
         }
         ("GET", "/apis/serving.kserve.io/v1alpha1/namespaces/team-a/predictors") => {
             ok(list("PredictorList", w.predictors.clone()))
@@ -106,6 +107,7 @@ fn answer(w: &mut World, method: &str, path: &str, body: Value) -> (StatusCode, 
         }
         ("GET", "/api/v1/namespaces/team-a/secrets/storage-config") => not_found(),
         ("PATCH", _) => ok(body),
+        ("POST", p) if p.ends_with("/events") => ok(body),
         ("DELETE", p) if p.starts_with("/apis/apps/v1/namespaces/team-a/deployments/") => {
             let name = p.rsplit('/').next().unwrap_or("").to_string();
             w.deployments.retain(|d| *d != name);
@@ -138,14 +140,16 @@ fn client(world: Arc<Mutex<World>>) -> kube::Client {
 static NOW: AtomicI64 = AtomicI64::new(0);
 
 fn ctx(world: Arc<Mutex<World>>) -> Ctx<NoMesh> {
+    let client = client(world);
     Ctx {
-        client: client(world),
         mesh: NoMesh,
         config: std::sync::RwLock::new(Config::default()),
         now_ms: || NOW.load(Ordering::SeqCst),
         controller_namespace: "modelmesh-serving".into(),
         etcd_secret_name: "model-serving-etcd".into(),
         runtime_state: Default::default(),
+        recorder: modelmesh_controller::reconcile::recorder(&client),
+        client,
     }
 }
 
@@ -322,4 +326,37 @@ async fn a_namespace_no_longer_served_is_cleaned_up() {
             .iter()
             .any(|(m, p, _)| m == "DELETE" && p == "/api/v1/namespaces/team-a/configmaps/tc-config")
     );
+}
+
+#[tokio::test]
+async fn an_invalid_runtime_gets_a_warning_event_and_no_deployment() {
+    let mut bad = mlserver(false);
+    bad["kind"] = json!("ServingRuntime");
+    bad["metadata"]["namespace"] = json!("team-a");
+    bad["spec"]["containers"][0]["name"] = json!("mm");
+    let world = Arc::new(Mutex::new(World {
+        namespace_runtimes: vec![bad],
+        predictors: vec![sklearn_predictor()],
+        ..Default::default()
+    }));
+    let c = ctx(world.clone());
+    reconcile_namespace("team-a", true, &c).await.unwrap();
+    let w = world.lock().unwrap();
+    let event = w
+        .calls
+        .iter()
+        .find(|(m, p, _)| m == "POST" && p == "/apis/events.k8s.io/v1/namespaces/team-a/events")
+        .map(|(_, _, b)| b.clone())
+        .expect("an event");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidSpec");
+    assert_eq!(event["regarding"]["kind"], "ServingRuntime");
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("container name 'mm' is reserved"),
+        "{event}"
+    );
+    assert!(applied_replicas(&w).is_empty());
 }

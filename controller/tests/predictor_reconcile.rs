@@ -144,13 +144,14 @@ fn mock_api(script: Vec<Expect>, reply: Value) -> (kube::Client, tokio::task::Jo
 
 fn ctx(client: kube::Client, mesh: FakeMesh) -> Arc<Ctx<FakeMesh>> {
     Arc::new(Ctx {
-        client,
         mesh,
         config: std::sync::RwLock::new(Config::default()),
         now_ms: || 1_700_000_000_000,
         controller_namespace: "modelmesh-serving".into(),
         etcd_secret_name: "model-serving-etcd".into(),
         runtime_state: Default::default(),
+        recorder: modelmesh_controller::reconcile::recorder(&client),
+        client,
     })
 }
 

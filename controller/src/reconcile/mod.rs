@@ -28,6 +28,19 @@ pub struct Ctx<M> {
     pub etcd_secret_name: String,
     /// Scale-to-zero bookkeeping per namespace.
     pub runtime_state: Mutex<HashMap<String, crate::plan::ScaleState>>,
+    /// Events about the resources (deduplicated into series).
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+/// The event recorder of the controller.
+pub fn recorder(client: &kube::Client) -> kube::runtime::events::Recorder {
+    kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "modelmesh-controller".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    )
 }
 
 impl<M: MeshApi> Ctx<M> {
@@ -40,13 +53,14 @@ impl<M: MeshApi> Ctx<M> {
         etcd_secret_name: &str,
     ) -> Self {
         Ctx {
-            client,
             mesh,
             config: RwLock::new(config),
             now_ms: wall_clock_ms,
             controller_namespace: controller_namespace.to_string(),
             etcd_secret_name: etcd_secret_name.to_string(),
             runtime_state: Default::default(),
+            recorder: recorder(&client),
+            client,
         }
     }
 

@@ -9,8 +9,9 @@ use crate::mesh_client::MeshApi;
 use crate::plan::{ETCD_KEY, Inputs, Plan, Runtime, plan};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -66,12 +67,14 @@ pub async fn reconcile_namespace<M: MeshApi>(
     let client = ctx.client.clone();
     // Runtimes: cluster ones first, then the namespace's own override them by name.
     let mut runtimes: BTreeMap<String, Runtime> = BTreeMap::new();
+    let mut refs: BTreeMap<String, k8s_openapi::api::core::v1::ObjectReference> = BTreeMap::new();
     match Api::<ClusterServingRuntime>::all(client.clone())
         .list(&ListParams::default())
         .await
     {
         Ok(list) => {
             for c in list {
+                refs.insert(c.name_any(), c.object_ref(&()));
                 runtimes.insert(
                     c.name_any(),
                     Runtime {
@@ -89,6 +92,7 @@ pub async fn reconcile_namespace<M: MeshApi>(
         .list(&ListParams::default())
         .await?
     {
+        refs.insert(s.name_any(), s.object_ref(&()));
         runtimes.insert(
             s.name_any(),
             Runtime {
@@ -170,8 +174,31 @@ pub async fn reconcile_namespace<M: MeshApi>(
             state,
         )
     };
+    // One event per invalid runtime, naming every problem.
+    let mut by_runtime: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for problem in &p.problems {
         tracing::warn!(namespace = %ns, runtime = %problem.runtime, "invalid ServingRuntime: {}", problem.message);
+        by_runtime
+            .entry(problem.runtime.as_str())
+            .or_default()
+            .push(problem.message.as_str());
+    }
+    for (runtime, messages) in by_runtime {
+        let Some(r) = refs.get(runtime) else { continue };
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidSpec".into(),
+            note: Some(format!(
+                "not deployed in namespace {ns}: {}",
+                messages.join("; ")
+            )),
+            action: "Deploy".into(),
+            secondary: None,
+        };
+        // An event that cannot be written must not stop the namespace's reconcile.
+        if let Err(e) = ctx.recorder.publish(&ev, r).await {
+            tracing::debug!(error = %e, "cannot record an event");
+        }
     }
     let apply = PatchParams::apply(MANAGER).force();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
