@@ -8,6 +8,7 @@ pub mod isvc;
 pub mod labels;
 pub mod leader;
 pub mod mesh_client;
+pub mod mesh_watch;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;

@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::crd::{InferenceService, Predictor};
 use crate::mesh_client::GrpcMesh;
+use crate::mesh_watch::receiver_stream;
 use crate::reconcile::predictor::{reconcile_isvc, reconcile_predictor};
 use crate::reconcile::{Ctx, ReconcileError, error_policy};
 use futures::StreamExt;
@@ -34,6 +35,8 @@ pub struct RunConfig {
     pub mesh_endpoint: Option<String>,
     /// `/healthz` and `/readyz`.
     pub health_addr: Option<SocketAddr>,
+    /// Prometheus `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Reconcile InferenceServices (when the CRD is installed).
     pub watch_isvc: bool,
     /// Take the leader Lease before reconciling (several replicas), as this identity.
@@ -230,6 +233,10 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     }
     let runtime_loop = runtime_loop(ctx.clone(), enabled.clone(), triggers, trigger.clone());
 
+    if let Some(addr) = rc.metrics_addr {
+        modelmesh_mesh::metrics::install(addr)
+            .map_err(|e| RunError::Listen(addr, std::io::Error::other(e)))?;
+    }
     if let Some(addr) = rc.health_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -242,6 +249,11 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         });
     }
 
+    // Mesh changes (vmodel transitions, load results) wake the resource they concern.
+    let (predictor_wake, predictor_woken) = tokio::sync::mpsc::unbounded_channel();
+    let (isvc_wake, isvc_woken) = tokio::sync::mpsc::unbounded_channel();
+    spawn_mesh_watch(&client, &ctx, predictor_wake, isvc_wake).await;
+
     let served = move |set: &Arc<RwLock<HashSet<String>>>, ns: Option<String>| {
         ns.is_some_and(|ns| set.read().unwrap_or_else(|p| p.into_inner()).contains(&ns))
     };
@@ -252,13 +264,14 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     };
     let gate = enabled.clone();
     let predictor_loop = Controller::new(predictors, watcher::Config::default())
+        .reconcile_on(receiver_stream(predictor_woken))
         .shutdown_on_signal()
         .run(
             move |p: Arc<Predictor>, ctx| {
                 let on = served(&gate, p.meta().namespace.clone());
                 async move {
                     if on {
-                        reconcile_predictor(p, ctx).await
+                        counted("predictor", reconcile_predictor(p, ctx).await)
                     } else {
                         Ok::<_, ReconcileError>(Action::await_change())
                     }
@@ -290,13 +303,14 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
             return;
         }
         Controller::new(isvcs, watcher::Config::default())
+            .reconcile_on(receiver_stream(isvc_woken))
             .shutdown_on_signal()
             .run(
                 move |i: Arc<InferenceService>, ctx| {
                     let on = served(&gate, i.meta().namespace.clone());
                     async move {
                         if on {
-                            reconcile_isvc(i, ctx).await
+                            counted("inferenceservice", reconcile_isvc(i, ctx).await)
                         } else {
                             Ok::<_, ReconcileError>(Action::await_change())
                         }
@@ -342,6 +356,77 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Counts a reconcile's outcome (`modelmesh_controller_reconcile_total{kind, result}`).
+fn counted<T>(kind: &'static str, r: Result<T, ReconcileError>) -> Result<T, ReconcileError> {
+    let result = if r.is_ok() { "ok" } else { "error" };
+    metrics::counter!("modelmesh_controller_reconcile_total", "kind" => kind, "result" => result)
+        .increment(1);
+    r
+}
+
+/// Connects to the etcd the meshes share (the controller namespace's etcd secret) and forwards
+/// mesh changes to the Predictor and InferenceService controllers. Without it, status is still
+/// polled while models load and resynced every few minutes, so a failure here only warns.
+async fn spawn_mesh_watch<M: crate::mesh_client::MeshApi>(
+    client: &kube::Client,
+    ctx: &Arc<Ctx<M>>,
+    predictors: tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Predictor>>,
+    isvcs: tokio::sync::mpsc::UnboundedSender<
+        kube::runtime::reflector::ObjectRef<InferenceService>,
+    >,
+) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ctx.controller_namespace);
+    let json = match secrets.get_opt(&ctx.etcd_secret_name).await {
+        Ok(Some(s)) => s
+            .data
+            .and_then(|d| d.get(crate::plan::ETCD_KEY).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok()),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the etcd secret; mesh changes will not wake resources");
+            return;
+        }
+    };
+    let Some(kv) =
+        json.and_then(|j| modelmesh_mesh::kv::config::KvConfig::from_connection_json(&j).ok())
+    else {
+        tracing::warn!(secret = %ctx.etcd_secret_name, "no valid etcd_connection; mesh changes will not wake resources");
+        return;
+    };
+    let root = kv.root_prefix().to_string();
+    let store = match modelmesh_mesh::sidecar::connect_kv(&kv).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach etcd; mesh changes will not wake resources");
+            return;
+        }
+    };
+    let service = ctx.config().inference_service_name;
+    let mut changes = Box::pin(crate::mesh_watch::watch(
+        store,
+        root,
+        ctx.controller_namespace.clone(),
+        service,
+    ));
+    tokio::spawn(async move {
+        while let Some(t) = changes.next().await {
+            let sent = match t.owner.as_str() {
+                crate::registration::OWNER_PREDICTOR => predictors
+                    .send(kube::runtime::reflector::ObjectRef::new(&t.name).within(&t.namespace))
+                    .is_ok(),
+                crate::registration::OWNER_ISVC => isvcs
+                    .send(kube::runtime::reflector::ObjectRef::new(&t.name).within(&t.namespace))
+                    .is_ok(),
+                _ => true,
+            };
+            if !sent {
+                return;
+            }
+        }
+    });
 }
 
 /// Sends the namespace of every change to `K` (or None, for everything, when `everywhere`).
@@ -416,7 +501,10 @@ async fn runtime_loop<M: crate::mesh_client::MeshApi>(
             if !on && !known.contains(&ns) {
                 continue; // never ours
             }
-            match crate::reconcile::namespace::reconcile_namespace(&ns, on, &ctx).await {
+            match counted(
+                "namespace",
+                crate::reconcile::namespace::reconcile_namespace(&ns, on, &ctx).await,
+            ) {
                 Ok(after) => {
                     if on {
                         known.insert(ns.clone());

@@ -57,6 +57,9 @@ struct RunArgs {
     /// Port of /healthz and /readyz; 0 disables.
     #[arg(long, default_value_t = 8081)]
     health_port: u16,
+    /// Port of Prometheus /metrics (reconcile counts); 0 disables.
+    #[arg(long, default_value_t = 8080)]
+    metrics_port: u16,
     /// Reconcile InferenceServices in ModelMesh mode (skipped when the CRD is missing).
     #[arg(long, env = "ENABLE_ISVC_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     isvc: bool,
@@ -91,6 +94,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 mesh_endpoint: r.mesh_endpoint,
                 health_addr: (r.health_port != 0)
                     .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], r.health_port))),
+                metrics_addr: (r.metrics_port != 0)
+                    .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], r.metrics_port))),
                 watch_isvc: r.isvc,
                 leader_identity: r.leader_election.then(|| {
                     r.pod_name.clone().unwrap_or_else(|| {

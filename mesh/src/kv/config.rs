@@ -76,8 +76,14 @@ impl KvConfig {
         }
         let text = std::fs::read_to_string(rest)
             .map_err(|e| format!("cannot read etcd connection file {rest}: {e}"))?;
-        let f: ConnectionFile = serde_json::from_str(&text)
-            .map_err(|e| format!("etcd connection file {rest} is not valid: {e}"))?;
+        KvConfig::from_connection_json(&text)
+            .map_err(|e| format!("etcd connection file {rest} is not valid: {e}"))
+    }
+
+    /// The etcd form from an `etcd_connection` JSON document (`endpoints`, `userid`,
+    /// `password`, `root_prefix`), as the etcd secret holds it.
+    pub fn from_connection_json(text: &str) -> Result<KvConfig, String> {
+        let f: ConnectionFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let user = match (f.userid, f.password) {
             (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
             _ => None,
