@@ -106,6 +106,8 @@ fn answer(w: &mut World, method: &str, path: &str, body: Value) -> (StatusCode, 
             ok(serde_json::to_value(secret).unwrap())
         }
         ("GET", "/api/v1/namespaces/team-a/secrets/storage-config") => not_found(),
+        // A patched runtime answers with the whole object, as the API server does.
+        ("PATCH", p) if p.contains("servingruntimes/") => ok(mlserver(false)),
         ("PATCH", _) => ok(body),
         ("POST", p) if p.ends_with("/events") => ok(body),
         ("DELETE", p) if p.starts_with("/apis/apps/v1/namespaces/team-a/deployments/") => {
@@ -149,6 +151,7 @@ fn ctx(world: Arc<Mutex<World>>) -> Ctx<NoMesh> {
         etcd_secret_name: "model-serving-etcd".into(),
         runtime_state: Default::default(),
         recorder: modelmesh_controller::reconcile::recorder(&client),
+        runtime_validity: Default::default(),
         client,
     }
 }
@@ -222,6 +225,7 @@ async fn a_needed_runtime_is_deployed_and_stale_ones_removed() {
     assert_eq!(
         patched,
         [
+            "/apis/serving.kserve.io/v1alpha1/clusterservingruntimes/mlserver-1.x",
             "/api/v1/namespaces/team-a/configmaps/tc-config",
             "/api/v1/namespaces/team-a/services/modelmesh-serving",
             "/api/v1/namespaces/team-a/secrets/model-serving-etcd",
@@ -235,6 +239,10 @@ async fn a_needed_runtime_is_deployed_and_stale_ones_removed() {
             .map(|(_, _, b)| b.clone())
             .unwrap()
     };
+    assert_eq!(
+        body("clusterservingruntimes/mlserver-1.x")["status"]["conditions"][0],
+        json!({"type": "Valid", "status": "True", "reason": "Valid"})
+    );
     assert!(body("tc-config")["binaryData"]["type_constraints"].is_string());
     assert_eq!(
         body("services/modelmesh-serving")["spec"]["clusterIP"],
@@ -273,6 +281,13 @@ async fn runtimes_scale_to_zero_after_the_grace_period_and_back() {
     let c = ctx(world.clone());
     NOW.store(1_000_000, Ordering::SeqCst);
     reconcile_namespace("team-a", true, &c).await.unwrap();
+    let conditions = |w: &World| {
+        w.calls
+            .iter()
+            .filter(|(_, p, _)| p.contains("clusterservingruntimes/"))
+            .count()
+    };
+    assert_eq!(conditions(&world.lock().unwrap()), 1);
     world.lock().unwrap().predictors.clear();
     NOW.store(1_010_000, Ordering::SeqCst);
     let action = reconcile_namespace("team-a", true, &c).await.unwrap();
@@ -287,6 +302,11 @@ async fn runtimes_scale_to_zero_after_the_grace_period_and_back() {
     NOW.store(1_072_000, Ordering::SeqCst);
     reconcile_namespace("team-a", true, &c).await.unwrap();
     assert_eq!(applied_replicas(&world.lock().unwrap()), [2, 2, 0, 2]);
+    assert_eq!(
+        conditions(&world.lock().unwrap()),
+        1,
+        "an unchanged condition is not written again"
+    );
 }
 
 #[tokio::test]

@@ -151,6 +151,7 @@ fn ctx(client: kube::Client, mesh: FakeMesh) -> Arc<Ctx<FakeMesh>> {
         etcd_secret_name: "model-serving-etcd".into(),
         runtime_state: Default::default(),
         recorder: modelmesh_controller::reconcile::recorder(&client),
+        runtime_validity: Default::default(),
         client,
     })
 }

@@ -30,6 +30,8 @@ pub struct Ctx<M> {
     pub runtime_state: Mutex<HashMap<String, crate::plan::ScaleState>>,
     /// Events about the resources (deduplicated into series).
     pub recorder: kube::runtime::events::Recorder,
+    /// The `Valid` condition last written on each runtime ((kind, namespace, name) → valid).
+    pub runtime_validity: Mutex<HashMap<(String, String, String), bool>>,
 }
 
 /// The event recorder of the controller.
@@ -60,6 +62,7 @@ impl<M: MeshApi> Ctx<M> {
             etcd_secret_name: etcd_secret_name.to_string(),
             runtime_state: Default::default(),
             recorder: recorder(&client),
+            runtime_validity: Default::default(),
             client,
         }
     }

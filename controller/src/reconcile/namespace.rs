@@ -183,8 +183,10 @@ pub async fn reconcile_namespace<M: MeshApi>(
             .or_default()
             .push(problem.message.as_str());
     }
-    for (runtime, messages) in by_runtime {
-        let Some(r) = refs.get(runtime) else { continue };
+    for (runtime, messages) in &by_runtime {
+        let Some(r) = refs.get(*runtime) else {
+            continue;
+        };
         let ev = Event {
             type_: EventType::Warning,
             reason: "InvalidSpec".into(),
@@ -198,6 +200,54 @@ pub async fn reconcile_namespace<M: MeshApi>(
         // An event that cannot be written must not stop the namespace's reconcile.
         if let Err(e) = ctx.recorder.publish(&ev, r).await {
             tracing::debug!(error = %e, "cannot record an event");
+        }
+    }
+    // A `Valid` condition on each runtime, written when it changes (and once per start).
+    for (name, r) in &refs {
+        let problems = by_runtime.get(name.as_str());
+        let key = (
+            r.kind.clone().unwrap_or_default(),
+            r.namespace.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        let valid = problems.is_none();
+        let known = ctx
+            .runtime_validity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        if known == Some(valid) {
+            continue;
+        }
+        let condition = match problems {
+            None => serde_json::json!({"type": "Valid", "status": "True", "reason": "Valid"}),
+            Some(m) => serde_json::json!({
+                "type": "Valid", "status": "False", "reason": "InvalidSpec", "message": m.join("; ")
+            }),
+        };
+        let patch = serde_json::json!({"status": {"conditions": [condition]}});
+        let written = if r.kind.as_deref() == Some("ClusterServingRuntime") {
+            Api::<ClusterServingRuntime>::all(client.clone())
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        } else {
+            Api::<ServingRuntime>::namespaced(client.clone(), ns)
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        };
+        match written {
+            Ok(()) => {
+                ctx.runtime_validity
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, valid);
+            }
+            Err(e) => {
+                tracing::debug!(runtime = %name, error = %e, "cannot write the runtime's condition")
+            }
         }
     }
     let apply = PatchParams::apply(MANAGER).force();
