@@ -380,3 +380,34 @@ async fn an_invalid_runtime_gets_a_warning_event_and_no_deployment() {
     );
     assert!(applied_replicas(&w).is_empty());
 }
+
+#[tokio::test]
+async fn a_runtime_update_is_applied_to_its_deployment() {
+    let mut rt = mlserver(false);
+    let world = Arc::new(Mutex::new(World {
+        runtimes: vec![rt.clone()],
+        predictors: vec![sklearn_predictor()],
+        ..Default::default()
+    }));
+    let c = ctx(world.clone());
+    reconcile_namespace("team-a", true, &c).await.unwrap();
+    rt["spec"]["replicas"] = json!(3);
+    rt["spec"]["containers"][0]["image"] = json!("seldonio/mlserver:1.4.0");
+    world.lock().unwrap().runtimes = vec![rt];
+    reconcile_namespace("team-a", true, &c).await.unwrap();
+    let w = world.lock().unwrap();
+    assert_eq!(applied_replicas(&w), [2, 3]);
+    let last = w
+        .calls
+        .iter()
+        .rev()
+        .find(|(m, p, _)| {
+            m == "PATCH" && p.ends_with("/deployments/modelmesh-serving-mlserver-1.x")
+        })
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    assert_eq!(
+        last["spec"]["template"]["spec"]["containers"][0]["image"],
+        "seldonio/mlserver:1.4.0"
+    );
+}

@@ -429,3 +429,70 @@ async fn an_inference_service_leaving_modelmesh_mode_is_deregistered() {
         vec!["delete ns/sklearn-mnist owner=isvc".to_string()]
     );
 }
+
+#[tokio::test]
+async fn an_updated_predictor_rolls_forward_to_a_new_model() {
+    let mut p = predictor(true);
+    p.status = Some(modelmesh_controller::crd::predictor::PredictorStatus {
+        available: true,
+        active_model_state: modelmesh_controller::crd::predictor::ModelState::Loaded,
+        target_model_state: modelmesh_controller::crd::predictor::ModelState::None,
+        ..Default::default()
+    });
+    let old_id = modelmesh_controller::registration::model_id("mnist", "ksp", &p.spec);
+    p.spec.storage.as_mut().unwrap().path = Some("onnx/mnist-v2.onnx".into());
+    let (client, api) = mock_api(
+        vec![expect("PATCH", &format!("{PATH}/status"), |b| {
+            let st = &b["status"];
+            assert_eq!(st["transitionStatus"], "InProgress");
+            assert_eq!(st["activeModelState"], "Loaded");
+            assert_eq!(st["targetModelState"], "Loading");
+            assert_eq!(st["available"], true, "the old model serves meanwhile");
+        })],
+        serde_json::to_value(predictor(true)).unwrap(),
+    );
+    let mesh = FakeMesh::default();
+    let mut answer = vm(VModelStatus::Transitioning, ModelStatus::Loaded);
+    answer.active_model_id = old_id.clone();
+    answer.target_model_status = Some(ModelStatusInfo {
+        status: ModelStatus::Loading as i32,
+        ..Default::default()
+    });
+    *mesh.answer.lock().unwrap() = Some(Ok(answer));
+    let c = ctx(client, mesh);
+    let action = run(reconcile_predictor(Arc::new(p), c.clone()))
+        .await
+        .unwrap();
+    api.await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(1)),
+        "the loading target is polled"
+    );
+    let set = c.mesh.set.lock().unwrap();
+    assert_ne!(
+        set[0].target_model_id, old_id,
+        "a changed spec is a new model"
+    );
+    assert!(!set[0].load_now);
+}
+
+#[tokio::test]
+async fn a_deleted_inference_service_deletes_its_vmodel() {
+    let mut i = isvc(true);
+    i.metadata.deletion_timestamp = modelmesh_controller::status::time_ms(1);
+    let path = "/apis/serving.kserve.io/v1beta1/namespaces/ns/inferenceservices/sklearn-mnist";
+    let (client, api) = mock_api(
+        vec![expect("PATCH", path, |b| {
+            assert_eq!(b["metadata"]["finalizers"], json!([]))
+        })],
+        serde_json::to_value(isvc(true)).unwrap(),
+    );
+    let c = ctx(client, FakeMesh::default());
+    run(reconcile_isvc(Arc::new(i), c.clone())).await.unwrap();
+    api.await.unwrap();
+    assert_eq!(
+        *c.mesh.calls.lock().unwrap(),
+        vec!["delete ns/sklearn-mnist owner=isvc".to_string()]
+    );
+}
