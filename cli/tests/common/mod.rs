@@ -193,6 +193,23 @@ pub async fn wait_grpc_ready(proc_: &mut Proc, port: u16, timeout: Duration) {
     .await;
 }
 
+/// Waits until a mesh sidecar on `port` answers the ModelMesh API (getModelStatus).
+pub async fn wait_mesh_ready(sidecar: &mut Proc, port: u16) {
+    let ch = channel(port);
+    wait_until("mesh gRPC", sidecar, Duration::from_secs(60), || {
+        use modelmesh_proto::mmesh::{GetStatusRequest, model_mesh_client::ModelMeshClient};
+        let mut c = ModelMeshClient::new(ch.clone());
+        async move {
+            c.get_model_status(GetStatusRequest {
+                model_id: "probe".into(),
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+}
+
 /// Copies a directory tree (files only, following nothing special).
 pub fn copy_tree(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("mkdir");
@@ -487,19 +504,7 @@ pub async fn start_named_pod(
         cmd.args(["--kv-store", "memory"]);
     }
     let mut sidecar = Proc::spawn("sidecar", cmd, dir.path());
-    let ch = channel(mport);
-    wait_until("mesh gRPC", &mut sidecar, Duration::from_secs(60), || {
-        use modelmesh_proto::mmesh::{GetStatusRequest, model_mesh_client::ModelMeshClient};
-        let mut c = ModelMeshClient::new(ch.clone());
-        async move {
-            c.get_model_status(GetStatusRequest {
-                model_id: "probe".into(),
-            })
-            .await
-            .is_ok()
-        }
-    })
-    .await;
+    wait_mesh_ready(&mut sidecar, mport).await;
     MeshPod {
         dir,
         runtime,
