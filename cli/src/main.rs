@@ -13,6 +13,12 @@ struct Cli {
     #[arg(long, env = "MODELMESH_LOG", default_value = "info", global = true)]
     log: String,
 
+    /// Async worker threads (default: 1 for `sidecar`, where one thread avoids cross-core
+    /// wake-ups that cost more than they give when the sidecar shares a few cores with its
+    /// runtime; the number of cores otherwise).
+    #[arg(long, env = "MODELMESH_WORKER_THREADS", global = true)]
+    worker_threads: Option<usize>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -49,10 +55,15 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = cli.worker_threads.or(match cli.command {
+        Command::Sidecar(_) => Some(1),
+        _ => None,
+    });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -27,6 +27,9 @@ pub struct Args {
     /// Checkout root holding examples/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// The sidecar's async worker threads (default: the sidecar's own default, 1).
+    #[arg(long)]
+    sidecar_threads: Option<usize>,
 }
 
 struct Run {
@@ -61,7 +64,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     example_request(&root, &a.model)?;
     let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let mut pod = start_pod(&work, "pod", "memory", &repo, &["--internal-port", "0"])?;
+    let threads = a.sidecar_threads.map(|n| n.to_string());
+    let mut extra = vec!["--internal-port", "0"];
+    if let Some(n) = &threads {
+        extra.extend(["--worker-threads", n.as_str()]);
+    }
+    let mut pod = start_pod(&work, "pod", "memory", &repo, &extra)?;
     let (rp, mp) = (pod.runtime_port, pod.grpc);
     wait_ready(&mut pod.runtime, Duration::from_secs(30)).await?;
     let mut mgmt = ModelMeshClient::new(channel(mp)?);
