@@ -830,3 +830,29 @@ async fn sigterm_stops_the_sidecar_cleanly() {
     );
     assert!(sidecar.log_text().contains("mesh stopped"));
 }
+
+#[tokio::test]
+async fn the_sidecar_reaches_the_runtime_over_a_unix_socket() {
+    // The runtime serves its socket too; the sidecar is told only the socket for inference.
+    let pod = start_mesh_pod(
+        1 << 30,
+        1_000_000,
+        &["--internal-serving-grpc-socket", "{pod_dir}/runtime.sock"],
+    )
+    .await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    register(&mut mgmt, "uds", "tiny-regression").await;
+    let ex = expected();
+    let r = Infer::new(channel(pod.mesh_port))
+        .model_infer(with_header(
+            raw_request("uds", &ex["tiny-regression"]["inputs"]),
+            "mm-model-id",
+            "uds",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("infer over the socket: {e:?}\n{}", pod.sidecar.log_text()));
+    assert_outputs_match(
+        &response_json(&r.into_inner()),
+        &ex["tiny-regression"]["outputs"],
+    );
+}

@@ -91,6 +91,22 @@ pub enum SidecarError {
 }
 
 fn channel(addr: &str) -> Result<tonic::transport::Channel, SidecarError> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        // The URI is required by the API but unused: every connection dials the socket.
+        let path = std::path::PathBuf::from(path);
+        let endpoint = tonic::transport::Endpoint::from_static("http://runtime.local")
+            .connect_timeout(Duration::from_secs(5));
+        return Ok(
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            })),
+        );
+    }
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {

@@ -32,6 +32,8 @@ pub struct RuntimeConfig {
     pub http_addr: Option<SocketAddr>,
     /// Models to load at start-up.
     pub load_models: Vec<String>,
+    /// Also serve gRPC on this Unix-domain socket (a pod's sidecar skips TCP with it).
+    pub grpc_socket: Option<PathBuf>,
 }
 
 /// A runtime whose ports are bound (so callers learn the real ports before serving).
@@ -39,6 +41,7 @@ pub struct BoundRuntime {
     mgr: Arc<ModelManager>,
     grpc: TcpListener,
     http: Option<TcpListener>,
+    socket: Option<tokio::net::UnixListener>,
     load_models: Vec<String>,
 }
 
@@ -50,6 +53,14 @@ pub enum ServeError {
     Bind {
         /// Address tried.
         addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The Unix socket could not be bound.
+    #[error("cannot listen on unix socket {}: {source}", path.display())]
+    BindSocket {
+        /// Socket path.
+        path: PathBuf,
         /// Cause.
         source: std::io::Error,
     },
@@ -81,11 +92,25 @@ impl BoundRuntime {
             ),
             None => None,
         };
+        let socket = match &cfg.grpc_socket {
+            Some(path) => {
+                // A socket file left by a previous run would make bind fail.
+                let _ = std::fs::remove_file(path);
+                Some(tokio::net::UnixListener::bind(path).map_err(|source| {
+                    ServeError::BindSocket {
+                        path: path.clone(),
+                        source,
+                    }
+                })?)
+            }
+            None => None,
+        };
         let mgr = Arc::new(ModelManager::new(Repository::new(cfg.model_repository)));
         Ok(BoundRuntime {
             mgr,
             grpc,
             http,
+            socket,
             load_models: cfg.load_models,
         })
     }
@@ -125,11 +150,25 @@ impl BoundRuntime {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let mut grpc_rx = rx.clone();
-        let grpc = tonic::transport::Server::builder()
-            .initial_connection_window_size(WINDOW_BYTES)
-            .initial_stream_window_size(WINDOW_BYTES)
-            .add_service(health_service)
-            .add_service(svc)
+        let routes = tonic::service::Routes::new(health_service).add_service(svc);
+        let builder = || {
+            tonic::transport::Server::builder()
+                .initial_connection_window_size(WINDOW_BYTES)
+                .initial_stream_window_size(WINDOW_BYTES)
+        };
+        let uds = self.socket.map(|listener| {
+            let mut uds_rx = rx.clone();
+            builder()
+                .add_routes(routes.clone())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    async move {
+                        let _ = uds_rx.wait_for(|v| *v).await;
+                    },
+                )
+        });
+        let tcp = builder()
+            .add_routes(routes)
             // TCP_NODELAY: without it small responses can wait for delayed ACKs.
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
@@ -137,6 +176,15 @@ impl BoundRuntime {
                     let _ = grpc_rx.wait_for(|v| *v).await;
                 },
             );
+        let grpc = async move {
+            match uds {
+                Some(uds) => {
+                    let (t, u) = tokio::join!(tcp, uds);
+                    t.and(u)
+                }
+                None => tcp.await,
+            }
+        };
         let http = self.http.map(|listener| {
             let mut http_rx = rx.clone();
             let app = crate::http::router(self.mgr.clone());

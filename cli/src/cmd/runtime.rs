@@ -30,6 +30,10 @@ pub struct Args {
     /// Models to load at start-up (repeatable).
     #[arg(long = "load-model", value_name = "NAME")]
     load_models: Vec<String>,
+    /// Also serve gRPC on this Unix-domain socket (the sidecar in the same pod can use it
+    /// instead of TCP: `INTERNAL_SERVING_GRPC_SOCKET_PATH`).
+    #[arg(long, env = "GRPC_SOCKET", value_name = "PATH")]
+    grpc_socket: Option<PathBuf>,
     /// Create the repository directory if it does not exist (in a pod, where the adapter
     /// fills an empty volume).
     #[arg(long, env = "CREATE_REPOSITORY", default_value_t = false)]
@@ -53,6 +57,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         grpc_addr: SocketAddr::new(a.address, a.grpc_port),
         http_addr: a.http_port.map(|p| SocketAddr::new(a.address, p)),
         load_models: a.load_models,
+        grpc_socket: a.grpc_socket,
     };
     let bound = BoundRuntime::bind(cfg)
         .await

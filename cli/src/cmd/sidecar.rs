@@ -63,6 +63,12 @@ pub struct Args {
     /// Port of the runtime's inference endpoint, if not the ModelRuntime port.
     #[arg(long, env = "INTERNAL_SERVING_GRPC_PORT")]
     pub internal_serving_grpc_port: Option<u16>,
+    /// Unix socket of the runtime's inference endpoint (wins over the port).
+    #[arg(long, env = "INTERNAL_SERVING_GRPC_SOCKET_PATH", value_name = "PATH")]
+    pub internal_serving_grpc_socket: Option<std::path::PathBuf>,
+    /// Unix socket of the runtime's ModelRuntime service (wins over the port).
+    #[arg(long, env = "INTERNAL_GRPC_SOCKET_PATH", value_name = "PATH")]
+    pub internal_grpc_socket: Option<std::path::PathBuf>,
     /// Host of the runtime.
     #[arg(long, env = "MM_RUNTIME_HOST", default_value = "localhost")]
     pub runtime_host: String,
@@ -179,10 +185,16 @@ impl Args {
             kv_prefix: self.kv_prefix.clone(),
             instance_id,
             grpc_addr: SocketAddr::new(self.address, self.grpc_port),
-            runtime_mgmt: format!("{}:{}", self.runtime_host, self.internal_grpc_port),
-            runtime_data: self
-                .internal_serving_grpc_port
-                .map(|p| format!("{}:{p}", self.runtime_host)),
+            runtime_mgmt: match &self.internal_grpc_socket {
+                Some(p) => format!("unix:{}", p.display()),
+                None => format!("{}:{}", self.runtime_host, self.internal_grpc_port),
+            },
+            runtime_data: match &self.internal_serving_grpc_socket {
+                Some(p) => Some(format!("unix:{}", p.display())),
+                None => self
+                    .internal_serving_grpc_port
+                    .map(|p| format!("{}:{p}", self.runtime_host)),
+            },
             default_vmodel_owner: self.default_vmodel_owner.clone(),
             load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
             dataplane,

@@ -225,11 +225,14 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 }
 
 /// Starts `modelmesh runtime` on a repository; returns the process and its gRPC and HTTP ports.
+/// It also serves gRPC on the Unix socket `<logdir>/runtime.sock`.
 pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
     let (grpc, http) = (free_port(), free_port());
     let mut cmd = modelmesh();
     cmd.args(["runtime", "--address", "127.0.0.1", "--model-repository"])
         .arg(repo)
+        .arg("--grpc-socket")
+        .arg(logdir.join("runtime.sock"))
         .args([
             "--grpc-port",
             &grpc.to_string(),
@@ -416,7 +419,8 @@ pub struct MeshPod {
 }
 
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
-/// to the sidecar.
+/// to the sidecar (`{pod_dir}` in it becomes the pod's directory, where the runtime's socket
+/// `runtime.sock` is).
 pub async fn start_mesh_pod(mem_bytes: u64, default_size: u64, extra: &[&str]) -> MeshPod {
     start_named_pod("pod-1", mem_bytes, default_size, extra).await
 }
@@ -498,7 +502,11 @@ pub async fn start_named_pod(
         "--internal-port",
         &free_port().to_string(),
     ])
-    .args(extra);
+    .args(
+        extra
+            .iter()
+            .map(|a| a.replace("{pod_dir}", &dir.path().to_string_lossy())),
+    );
     cmd.args(["--prestop-port", "0"]);
     if !extra.contains(&"--kv-store") {
         cmd.args(["--kv-store", "memory"]);

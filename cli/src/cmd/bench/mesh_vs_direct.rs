@@ -30,6 +30,9 @@ pub struct Args {
     /// The sidecar's async worker threads (default: the sidecar's own default, 1).
     #[arg(long)]
     sidecar_threads: Option<usize>,
+    /// Sidecar to runtime over a Unix-domain socket instead of loopback TCP.
+    #[arg(long)]
+    uds: bool,
 }
 
 struct Run {
@@ -65,9 +68,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let threads = a.sidecar_threads.map(|n| n.to_string());
+    let socket = work
+        .join("pod")
+        .join(super::pod::RUNTIME_SOCKET)
+        .display()
+        .to_string();
     let mut extra = vec!["--internal-port", "0"];
     if let Some(n) = &threads {
         extra.extend(["--worker-threads", n.as_str()]);
+    }
+    if a.uds {
+        extra.extend(["--internal-serving-grpc-socket", socket.as_str()]);
     }
     let mut pod = start_pod(&work, "pod", "memory", &repo, &extra)?;
     let (rp, mp) = (pod.runtime_port, pod.grpc);

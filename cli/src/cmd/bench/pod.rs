@@ -20,6 +20,9 @@ pub struct Pod {
     pub grpc: u16,
 }
 
+/// The runtime's Unix socket, inside the pod's directory.
+pub const RUNTIME_SOCKET: &str = "runtime.sock";
+
 /// Starts a process of this binary with `args`, logging to `log`.
 fn spawn(name: &'static str, args: &[String], port: u16, log: PathBuf) -> anyhow::Result<Server> {
     let child = Command::new(std::env::current_exe()?)
@@ -65,6 +68,8 @@ pub fn start_pod(
         "--model-repository",
     ]);
     args.extend([path(&triton), "--grpc-port".into(), rp.to_string()]);
+    // Also on a Unix socket, for sidecars started with --internal-serving-grpc-socket.
+    args.extend(["--grpc-socket".into(), path(&dir.join(RUNTIME_SOCKET))]);
     let runtime = spawn("runtime", &args, rp, dir.join("runtime.log"))?;
     let mut args = strings(&[
         "adapter",

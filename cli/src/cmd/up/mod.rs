@@ -249,6 +249,7 @@ async fn start_pod(
         grpc_addr: "127.0.0.1:0".parse()?,
         http_addr: None,
         load_models: vec![],
+        grpc_socket: None,
     })
     .await?;
     let runtime_port = runtime
