@@ -33,6 +33,9 @@ pub struct Args {
     /// Sidecar to runtime over a Unix-domain socket instead of loopback TCP.
     #[arg(long)]
     uds: bool,
+    /// Skip the nginx `grpc_pass` baseline (run when `nginx` is installed).
+    #[arg(long)]
+    no_nginx: bool,
 }
 
 struct Run {
@@ -119,6 +122,20 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         a.requests, a.load.concurrency, a.load.seconds
     );
     let direct = measure(rp, &req, None, &a).await?;
+    // The same path through a general-purpose proxy, when one is installed.
+    let nginx = if !a.no_nginx && super::nginx::available() {
+        let mut n = super::nginx::start(&work, rp)?;
+        wait_ready(&mut n, Duration::from_secs(30)).await?;
+        let before = tree_usage(n.child.id());
+        let run = measure(n.port, &req, None, &a).await?;
+        let cpu = (tree_usage(n.child.id()).cpu_secs - before.cpu_secs)
+            / (run.seq.ok + run.conc.ok + 300).max(1) as f64
+            * 1e6;
+        Some((run, cpu, n))
+    } else {
+        eprintln!("nginx not installed (apt-get install nginx-light): no proxy baseline");
+        None
+    };
     let before = [
         tree_usage(pod.runtime.child.id()),
         tree_usage(pod.adapter.child.id()),
@@ -144,7 +161,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "{:<10} {:>9} {:>9} {:>9} {:>9} | {:>10}",
         "path", "p50", "p90", "p99", "p99.9", "req/s (c)"
     );
-    for (name, r) in [("direct", &direct), ("mesh", &mesh)] {
+    let mut rows = vec![("direct", &direct), ("mesh", &mesh)];
+    if let Some((n, _, _)) = &nginx {
+        rows.push(("nginx", n));
+    }
+    for (name, r) in rows {
         println!(
             "{name:<10} {:>9} {:>9} {:>9} {:>9} | {:>10.0}",
             us(r.seq.quantile(0.5)),
@@ -154,18 +175,32 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             r.conc.throughput()
         );
     }
-    let added = |q: f64| {
-        mesh.seq.quantile(q).as_secs_f64() * 1e6 - direct.seq.quantile(q).as_secs_f64() * 1e6
+    let added = |r: &Run, q: f64| {
+        r.seq.quantile(q).as_secs_f64() * 1e6 - direct.seq.quantile(q).as_secs_f64() * 1e6
     };
     println!(
         "\nmesh added latency: p50 {:.0} µs, p99 {:.0} µs",
-        added(0.5),
-        added(0.99)
+        added(&mesh, 0.5),
+        added(&mesh, 0.99)
     );
     println!(
         "throughput ratio (mesh / direct): {:.2}",
         mesh.conc.throughput() / direct.conc.throughput().max(1e-9)
     );
+    if let Some((n, cpu, _)) = &nginx {
+        println!(
+            "nginx added latency: p50 {:.0} µs, p99 {:.0} µs; throughput ratio (nginx / direct): {:.2}; nginx CPU per request {:.0} µs",
+            added(n, 0.5),
+            added(n, 0.99),
+            n.conc.throughput() / direct.conc.throughput().max(1e-9),
+            cpu
+        );
+        println!(
+            "mesh overhead / nginx overhead: p50 {:.2}, p99 {:.2}",
+            added(&mesh, 0.5) / added(n, 0.5).max(1.0),
+            added(&mesh, 0.99) / added(n, 0.99).max(1.0)
+        );
+    }
     println!(
         "CPU per request through the mesh: sidecar {:.0} µs, runtime {:.0} µs, adapter {:.0} µs; sidecar peak RSS {:.1} MiB",
         per_req(2),
@@ -173,6 +208,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         per_req(1),
         after[2].peak_rss as f64 / (1 << 20) as f64
     );
+    drop(nginx);
     drop(pod);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())

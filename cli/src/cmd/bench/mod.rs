@@ -4,6 +4,7 @@
 mod forward;
 mod load;
 mod mesh_vs_direct;
+mod nginx;
 mod pod;
 mod procs;
 mod procstat;
@@ -25,8 +26,9 @@ enum Scenario {
     /// ModelInfer latency and throughput of `modelmesh runtime` vs the real Triton serving the
     /// same ONNX model (python backend + onnxruntime), with the same Rust gRPC client.
     RuntimeVsTriton(runtime_vs_triton::Args),
-    /// ModelInfer straight to `modelmesh runtime` vs through the mesh sidecar (model loaded):
-    /// added latency p50/p99 and throughput ratio, same client, same run.
+    /// ModelInfer straight to `modelmesh runtime` vs through the mesh sidecar (model loaded) vs
+    /// through nginx `grpc_pass` (when nginx is installed): added latency and throughput
+    /// ratios, same client, same run.
     MeshVsDirect(mesh_vs_direct::Args),
     /// A request entering a pod without a copy (one forward) vs the pod with the copy, in a
     /// two-pod mesh on a real etcd, same run.
