@@ -2,7 +2,7 @@
 //! loaded), same client, same run: the mesh's added latency and its throughput ratio. All
 //! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
 
-use super::load::{Header, ThroughputFlags, concurrent, sequential};
+use super::load::{Header, ThroughputFlags, concurrent, open_loop, sequential};
 use super::pod::start_pod;
 use super::procs::{channel, example_request, wait_ready};
 use super::procstat::tree_usage;
@@ -36,12 +36,27 @@ pub struct Args {
     /// Skip the nginx `grpc_pass` baseline (run when `nginx` is installed).
     #[arg(long)]
     no_nginx: bool,
+    /// Also measure an open loop at this many requests per second for --seconds (0: skip),
+    /// latency counted from each request's scheduled time (no coordinated omission).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 struct Run {
     seq: Summary,
     conc: Summary,
+    open: Option<super::load::OpenLoop>,
 }
+
+impl Run {
+    /// Requests answered in the run, warm-up included (for CPU per request).
+    fn requests(&self) -> usize {
+        WARMUP + self.seq.ok + self.conc.ok + self.open.as_ref().map_or(0, |o| o.summary.ok)
+    }
+}
+
+/// Requests sent before measuring.
+const WARMUP: usize = 300;
 
 async fn measure(
     port: u16,
@@ -50,13 +65,18 @@ async fn measure(
     a: &Args,
 ) -> anyhow::Result<Run> {
     let ch = channel(port)?;
-    sequential(&ch, req, 300, &header).await;
+    sequential(&ch, req, WARMUP, &header).await;
     let seq = sequential(&ch, req, a.requests, &header).await;
     let conc = concurrent(&ch, req, a.load.concurrency, a.load.duration(), &header).await;
     if seq.errors + conc.errors > 0 {
         bail!("{} requests failed", seq.errors + conc.errors);
     }
-    Ok(Run { seq, conc })
+    let open = if a.rate > 0 {
+        Some(open_loop(&ch, req, a.rate, a.load.duration(), &header).await)
+    } else {
+        None
+    };
+    Ok(Run { seq, conc, open })
 }
 
 /// Runs the scenario.
@@ -129,7 +149,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let before = tree_usage(n.child.id());
         let run = measure(n.port, &req, None, &a).await?;
         let cpu = (tree_usage(n.child.id()).cpu_secs - before.cpu_secs)
-            / (run.seq.ok + run.conc.ok + 300).max(1) as f64
+            / run.requests().max(1) as f64
             * 1e6;
         Some((run, cpu, n))
     } else {
@@ -148,10 +168,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         tree_usage(pod.adapter.child.id()),
         tree_usage(pod.sidecar.child.id()),
     ];
-    let per_req = |i: usize| {
-        (after[i].cpu_secs - before[i].cpu_secs) / (mesh.seq.ok + mesh.conc.ok + 300).max(1) as f64
-            * 1e6
-    };
+    let per_req =
+        |i: usize| (after[i].cpu_secs - before[i].cpu_secs) / mesh.requests().max(1) as f64 * 1e6;
 
     println!(
         "\nModelInfer {} through the mesh vs straight to the runtime (Rust tonic client, 2 cores shared)",
@@ -175,6 +193,35 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             r.conc.throughput()
         );
     }
+    if a.rate > 0 {
+        println!(
+            "\nopen loop at {} req/s for {} s (latency from each request's scheduled time)",
+            a.rate, a.load.seconds
+        );
+        println!(
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>14}",
+            "path", "p50", "p90", "p99", "p99.9", "max", "failed", "send late p99"
+        );
+        let mut rows = vec![("direct", &direct), ("mesh", &mesh)];
+        if let Some((n, _, _)) = &nginx {
+            rows.push(("nginx", n));
+        }
+        for (name, r) in rows {
+            if let Some(o) = &r.open {
+                let s = &o.summary;
+                println!(
+                    "{name:<10} {:>9} {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>14}",
+                    us(s.quantile(0.5)),
+                    us(s.quantile(0.9)),
+                    us(s.quantile(0.99)),
+                    us(s.quantile(0.999)),
+                    us(s.max()),
+                    s.errors,
+                    us(o.lateness.quantile(0.99))
+                );
+            }
+        }
+    }
     let added = |r: &Run, q: f64| {
         r.seq.quantile(q).as_secs_f64() * 1e6 - direct.seq.quantile(q).as_secs_f64() * 1e6
     };
@@ -195,10 +242,19 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             n.conc.throughput() / direct.conc.throughput().max(1e-9),
             cpu
         );
+        // A ratio only means something when nginx's own overhead is above the noise.
+        let ratio = |q: f64| {
+            let n = added(n, q);
+            if n > 10.0 {
+                format!("{:.2}", added(&mesh, q) / n)
+            } else {
+                "n/a (nginx overhead within noise)".to_string()
+            }
+        };
         println!(
-            "mesh overhead / nginx overhead: p50 {:.2}, p99 {:.2}",
-            added(&mesh, 0.5) / added(n, 0.5).max(1.0),
-            added(&mesh, 0.99) / added(n, 0.99).max(1.0)
+            "mesh overhead / nginx overhead: p50 {}, p99 {}",
+            ratio(0.5),
+            ratio(0.99)
         );
     }
     println!(

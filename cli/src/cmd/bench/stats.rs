@@ -37,6 +37,11 @@ impl Summary {
         self.latencies[rank - 1]
     }
 
+    /// The slowest successful request.
+    pub fn max(&self) -> Duration {
+        self.latencies.last().copied().unwrap_or(Duration::ZERO)
+    }
+
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
