@@ -92,6 +92,19 @@ fn config_from(cm: Option<&ConfigMap>) -> Result<Config, crate::config::ConfigEr
 /// Runs until SIGTERM.
 pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     let client = kube::Client::try_default().await?;
+    // Health first: a standby replica waiting for the lease is alive (its liveness probe must
+    // pass while it waits).
+    if let Some(addr) = rc.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunError::Listen(addr, e))?;
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), &rc.namespace);
     if let Some(me) = &rc.leader_identity {
@@ -237,22 +250,17 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         modelmesh_mesh::metrics::install(addr)
             .map_err(|e| RunError::Listen(addr, std::io::Error::other(e)))?;
     }
-    if let Some(addr) = rc.health_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| RunError::Listen(addr, e))?;
-        let app = axum::Router::new()
-            .route("/healthz", axum::routing::get(|| async { "ok" }))
-            .route("/readyz", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-    }
 
     // Mesh changes (vmodel transitions, load results) wake the resource they concern.
     let (predictor_wake, predictor_woken) = tokio::sync::mpsc::unbounded_channel();
     let (isvc_wake, isvc_woken) = tokio::sync::mpsc::unbounded_channel();
-    spawn_mesh_watch(&client, &ctx, predictor_wake, isvc_wake).await;
+    {
+        // In the background: connecting to etcd may take its full timeout.
+        let (client, ctx) = (client.clone(), ctx.clone());
+        tokio::spawn(async move {
+            spawn_mesh_watch(&client, &ctx, predictor_wake, isvc_wake).await;
+        });
+    }
 
     let served = move |set: &Arc<RwLock<HashSet<String>>>, ns: Option<String>| {
         ns.is_some_and(|ns| set.read().unwrap_or_else(|p| p.into_inner()).contains(&ns))
