@@ -183,9 +183,10 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
     );
     selector.insert("name".to_string(), deployment.clone());
     let mut pod_labels = common_labels();
-    pod_labels.extend(selector.clone());
     pod_labels.extend(cfg.runtime_pod_labels.clone());
     pod_labels.extend(spec.labels.clone());
+    // Last: user labels must not break the Deployment's selector.
+    pod_labels.extend(selector.clone());
     let mut annotations = BTreeMap::new();
     if cfg.metrics.enabled {
         annotations.insert("prometheus.io/path".to_string(), "/metrics".to_string());
@@ -719,6 +720,23 @@ mod tests {
                 "tls-certs"
             ]
         );
+    }
+
+    #[test]
+    fn user_labels_cannot_break_the_selector() {
+        let spec = ServingRuntimeSpec {
+            labels: [
+                ("name".to_string(), "mine".to_string()),
+                ("team".to_string(), "a".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let ann = BTreeMap::new();
+        let d = render(&input(&spec, &ann, &[]), &Config::default());
+        let labels = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["name"], "modelmesh-serving-triton-2.x");
+        assert_eq!(labels["team"], "a");
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub const LEASE_NAME: &str = "modelmesh-controller-leader-lock";
 pub const LEASE_SECONDS: i32 = 15;
 /// How often the holder renews and candidates retry (upstream: 2 s).
 pub const RETRY: Duration = Duration::from_secs(2);
+/// Longest wait for one renewal.
+pub const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// A holder that could not renew for this long stops leading (before its lease, 15 s, runs
+/// out and another replica may take over; upstream's renew deadline is 10 s).
+pub const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
 
 /// What a replica should do with the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,6 +96,9 @@ pub struct Plan {
     pub problems: Vec<RuntimeProblem>,
     /// When to look again (a scale-to-zero grace period running out).
     pub requeue_after: Option<Duration>,
+    /// Leave tc-config and the etcd secret as they are (an invalid runtime's Deployment still
+    /// runs and mounts them).
+    pub keep_shared: bool,
 }
 
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
@@ -160,7 +163,8 @@ pub fn plan(i: &Inputs, scale: &mut ScaleState) -> Plan {
         .cloned()
         .collect();
     if enabled.is_empty() {
-        p.delete_etcd_secret = i.namespace != i.controller_namespace;
+        p.keep_shared = i.existing_deployments.iter().any(|d| invalid.contains(d));
+        p.delete_etcd_secret = !p.keep_shared && i.namespace != i.controller_namespace;
         return p;
     }
     let labels: BTreeMap<String, BTreeSet<String>> = enabled

@@ -144,6 +144,9 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     // Runtime-side reconciles are per namespace; watchers name the namespaces to look at
     // (None: every served one).
     let (trigger, triggers) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    // When a namespace starts being served, its existing resources are reconciled.
+    let (served_changed, predictors_all) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (isvc_served_changed, isvcs_all) = tokio::sync::mpsc::unbounded_channel::<()>();
 
     // Follow the config.
     {
@@ -186,6 +189,8 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         let own = rc.namespace.clone();
         let nss: Api<Namespace> = Api::all(client.clone());
         let trigger = trigger.clone();
+        let (served_changed, isvc_served_changed) =
+            (served_changed.clone(), isvc_served_changed.clone());
         tokio::spawn(async move {
             let mut events = watcher(nss, watcher::Config::default()).boxed();
             while let Some(ev) = events.next().await {
@@ -216,6 +221,8 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
                 };
                 if let Some(name) = changed {
                     let _ = trigger.send(Some(name));
+                    let _ = served_changed.send(());
+                    let _ = isvc_served_changed.send(());
                 }
             }
         });
@@ -273,10 +280,14 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     let gate = enabled.clone();
     let predictor_loop = Controller::new(predictors, watcher::Config::default())
         .reconcile_on(receiver_stream(predictor_woken))
+        .reconcile_all_on(receiver_stream(predictors_all))
         .shutdown_on_signal()
         .run(
             move |p: Arc<Predictor>, ctx| {
-                let on = served(&gate, p.meta().namespace.clone());
+                // A resource being deleted is finalized even where the namespace is no longer
+                // served (a namespace being deleted must not hang on our finalizer).
+                let on = served(&gate, p.meta().namespace.clone())
+                    || p.meta().deletion_timestamp.is_some();
                 async move {
                     if on {
                         counted("predictor", reconcile_predictor(p, ctx).await)
@@ -312,10 +323,12 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         }
         Controller::new(isvcs, watcher::Config::default())
             .reconcile_on(receiver_stream(isvc_woken))
+            .reconcile_all_on(receiver_stream(isvcs_all))
             .shutdown_on_signal()
             .run(
                 move |i: Arc<InferenceService>, ctx| {
-                    let on = served(&gate, i.meta().namespace.clone());
+                    let on = served(&gate, i.meta().namespace.clone())
+                        || i.meta().deletion_timestamp.is_some();
                     async move {
                         if on {
                             counted("inferenceservice", reconcile_isvc(i, ctx).await)
@@ -487,6 +500,9 @@ async fn runtime_loop<M: crate::mesh_client::MeshApi>(
 ) {
     // Namespaces reconciled once, so one that stops being served is cleaned up.
     let mut known: HashSet<String> = HashSet::new();
+    // The next timed look at each namespace: a new timer only when it is due sooner, so
+    // frequent triggers do not pile up timers.
+    let mut scheduled: std::collections::HashMap<String, std::time::Instant> = Default::default();
     while let Some(first) = triggers.recv().await {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let mut all = first.is_none();
@@ -519,6 +535,12 @@ async fn runtime_loop<M: crate::mesh_client::MeshApi>(
                     } else {
                         known.remove(&ns);
                     }
+                    let now = std::time::Instant::now();
+                    let due = now + after;
+                    if scheduled.get(&ns).is_some_and(|t| *t > now && *t <= due) {
+                        continue;
+                    }
+                    scheduled.insert(ns.clone(), due);
                     let trigger = trigger.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;

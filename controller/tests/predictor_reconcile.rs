@@ -28,6 +28,7 @@ struct FakeMesh {
     calls: Mutex<Vec<String>>,
     set: Mutex<Vec<SetVModelRequest>>,
     answer: Mutex<Option<Result<VModelStatusInfo, tonic::Code>>>,
+    delete_unavailable: bool,
 }
 
 impl MeshApi for FakeMesh {
@@ -495,4 +496,59 @@ async fn a_deleted_inference_service_deletes_its_vmodel() {
         *c.mesh.calls.lock().unwrap(),
         vec!["delete ns/sklearn-mnist owner=isvc".to_string()]
     );
+}
+
+#[tokio::test]
+async fn a_deletion_does_not_hang_when_no_mesh_answers() {
+    let mut p = predictor(true);
+    // Deleting for far longer than the grace (the clock is at 1.7e12 ms).
+    p.metadata.deletion_timestamp = modelmesh_controller::status::time_ms(1);
+    let (client, api) = mock_api(
+        vec![expect("PATCH", PATH, |b| {
+            assert_eq!(b["metadata"]["finalizers"], json!([]));
+        })],
+        serde_json::to_value(&p).unwrap(),
+    );
+    let mesh = FakeMesh {
+        delete_unavailable: true,
+        ..Default::default()
+    };
+    let c = ctx(client, mesh);
+    run(reconcile_predictor(Arc::new(p), c)).await.unwrap();
+    api.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_recovered_model_clears_its_old_failure() {
+    let mut p = predictor(true);
+    p.status = Some(modelmesh_controller::crd::predictor::PredictorStatus {
+        active_model_state: modelmesh_controller::crd::predictor::ModelState::FailedToLoad,
+        target_model_state: modelmesh_controller::crd::predictor::ModelState::None,
+        last_failure_info: Some(modelmesh_controller::crd::predictor::FailureInfo {
+            location: None,
+            reason: Some(modelmesh_controller::crd::predictor::FailureReason::ModelLoadFailed),
+            message: Some("file not found".into()),
+            model_id: None,
+            time: None,
+        }),
+        ..Default::default()
+    });
+    let (client, api) = mock_api(
+        vec![expect("PATCH", &format!("{PATH}/status"), |b| {
+            assert_eq!(b["status"]["activeModelState"], "Loaded");
+            assert_eq!(b["status"]["lastFailureInfo"], Value::Null, "{b}");
+            assert!(
+                b["status"]
+                    .as_object()
+                    .unwrap()
+                    .contains_key("lastFailureInfo")
+            );
+        })],
+        serde_json::to_value(predictor(true)).unwrap(),
+    );
+    let mesh = FakeMesh::default();
+    *mesh.answer.lock().unwrap() = Some(Ok(vm(VModelStatus::Defined, ModelStatus::Loaded)));
+    let c = ctx(client, mesh);
+    run(reconcile_predictor(Arc::new(p), c)).await.unwrap();
+    api.await.unwrap();
 }

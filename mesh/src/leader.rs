@@ -69,6 +69,9 @@ pub fn spawn(
         let mut last_reap = Instant::now();
         let mut last_min_check = Instant::now();
         let mut last_proactive = Instant::now();
+        // Models a copy was recently asked for: a queued load only shows in the registry once
+        // it starts, so without this every pass would ask again.
+        let mut asked: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if keeper.is_none() {
@@ -109,13 +112,15 @@ pub fn spawn(
             }
             if last_min_check.elapsed() >= MIN_COPIES_EVERY {
                 last_min_check = Instant::now();
-                ensure_min_copies(&mesh).await;
+                asked.retain(|_, t| t.elapsed() < ASKED_FOR);
+                ensure_min_copies(&mesh, &mut asked).await;
             }
             if let Some(every) = cfg.proactive_every
                 && last_proactive.elapsed() >= every
             {
                 last_proactive = Instant::now();
-                load_proactively(&mesh).await;
+                asked.retain(|_, t| t.elapsed() < ASKED_FOR);
+                load_proactively(&mesh, &mut asked).await;
             }
             if last_reap.elapsed() < cfg.reaper_every {
                 continue;
@@ -182,12 +187,14 @@ async fn reap(
 
 /// How often the leader checks per-model minimum copy counts.
 const MIN_COPIES_EVERY: Duration = Duration::from_secs(2);
+/// How long the leader waits for a copy it asked for before asking again.
+const ASKED_FOR: Duration = Duration::from_secs(30);
 
 /// Loads one more copy of every model below its minimum copy count, on the best eligible pod
 /// without one.
-async fn ensure_min_copies(mesh: &Arc<Mesh>) {
+async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>) {
     for (id, rec) in mesh.registry.list() {
-        if rec.min_copies == 0 {
+        if rec.min_copies == 0 || asked.contains_key(&id) {
             continue;
         }
         let instances = mesh.placement.eligible_instances(&rec.model_type);
@@ -200,6 +207,7 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>) {
         if live >= rec.min_copies as usize || live >= up {
             continue;
         }
+        asked.insert(id.clone(), Instant::now());
         match mesh.placement.add_copy(&id, &rec, &[], false).await {
             Ok(Placed::Here) => {
                 tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here")
@@ -216,8 +224,13 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>) {
 
 /// Loads recently used models that have no copy into free space (`scaling::proactive_loads`),
 /// so their next request does not wait for a load.
-async fn load_proactively(mesh: &Arc<Mesh>) {
-    let records = mesh.registry.list();
+async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>) {
+    let records: Vec<_> = mesh
+        .registry
+        .list()
+        .into_iter()
+        .filter(|(id, _)| !asked.contains_key(id))
+        .collect();
     let instances: std::collections::BTreeMap<_, _> = mesh.instances.list().into_iter().collect();
     let ids = crate::scaling::proactive_loads(
         &records,
@@ -236,6 +249,7 @@ async fn load_proactively(mesh: &Arc<Mesh>) {
     let by_id: HashMap<String, _> = records.into_iter().collect();
     for id in ids {
         let Some(rec) = by_id.get(&id) else { continue };
+        asked.insert(id.clone(), Instant::now());
         if let Err(e) = mesh.placement.add_copy(&id, rec, &[], false).await {
             tracing::debug!(model = %id, error = %e, "proactive load not placed");
         }

@@ -188,9 +188,9 @@ impl LocalModels {
         self.evicted.subscribe()
     }
 
-    /// Drops a copy that other pods also hold: deregisters it first (only while another
-    /// holder remains in the record, so the last copy never goes), then unloads it. Returns
-    /// whether it was dropped.
+    /// Drops a copy that other pods also hold: deregisters it first (only while enough other
+    /// holders remain in the record: the model's minimum, at least one, so the last copy never
+    /// goes), then unloads it. Returns whether it was dropped.
     pub async fn scale_down(self: &Arc<Self>, id: &str, live: &HashSet<String>) -> bool {
         let me = self.cfg.instance_id.clone();
         let mut dropped = false;
@@ -199,7 +199,11 @@ impl LocalModels {
             .update(id, |cur| match cur {
                 Some(r)
                     if r.instance_ids.contains_key(&me)
-                        && r.instance_ids.keys().any(|p| *p != me && live.contains(p)) =>
+                        && r.instance_ids
+                            .keys()
+                            .filter(|p| **p != me && live.contains(*p))
+                            .count()
+                            >= (r.min_copies as usize).max(1) =>
                 {
                     dropped = true;
                     let mut r = r.clone();
@@ -642,7 +646,31 @@ impl LocalModels {
     fn spawn_unload(self: &Arc<Self>, id: String, reason: &'static str) {
         self.lock().unloading.insert(id.clone());
         let this = self.clone();
-        tokio::spawn(async move { this.unload(id, reason).await });
+        tokio::spawn(async move {
+            // Deregister first: peers must not count a copy that is going away (scale-down
+            // decisions elsewhere rely on the record), and an unload may take long.
+            this.deregister_unless_reloading(&id).await;
+            this.unload(id, reason).await
+        });
+    }
+
+    /// Removes this pod from the model's registration unless a new copy is loading here.
+    async fn deregister_unless_reloading(&self, id: &str) {
+        if self.lock().copies.contains_key(id) {
+            return;
+        }
+        let me = self.cfg.instance_id.clone();
+        let _ = self
+            .registry
+            .update(id, |cur| match cur {
+                Some(r) if r.instance_ids.contains_key(&me) => {
+                    let mut r = r.clone();
+                    r.instance_ids.remove(&me);
+                    Update::Put(r)
+                }
+                _ => Update::Keep,
+            })
+            .await;
     }
 
     async fn unload(self: Arc<Self>, id: String, reason: &'static str) {

@@ -155,9 +155,15 @@ impl Placement {
     ) -> Result<Placed, MeshError> {
         let me = self.local.instance_id().to_string();
         if !self.published() {
-            // Alone and not yet published: this pod is the only choice.
+            // Alone and not yet published: this pod is the only choice, unless it is excluded
+            // (a copy moving away from here must not come straight back).
             if !self.eligible_here(&rec.model_type) {
                 return Err(self.no_instance(&rec.model_type));
+            }
+            if tried_loads.contains(&me) {
+                return Err(MeshError::Unavailable(format!(
+                    "no other instance can take model {id} yet"
+                )));
             }
             self.load_here(id, rec, sync).await?;
             return Ok(Placed::Here);

@@ -256,6 +256,7 @@ pub async fn reconcile_namespace<M: MeshApi>(
         Some(cm) => {
             cms.patch("tc-config", &apply, &Patch::Apply(cm)).await?;
         }
+        None if p.keep_shared => {}
         None => delete_ignoring_absent(&cms, "tc-config").await?,
     }
     if let Some(svc) = &p.service {

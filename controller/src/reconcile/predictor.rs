@@ -147,6 +147,29 @@ async fn sync<M: MeshApi>(
     }
 }
 
+/// How long a deletion waits for a mesh to answer deleteVModel before letting go.
+const FINALIZE_GRACE_MS: i64 = 60_000;
+
+fn deleting_for_ms<K: Resource>(obj: &K, now_ms: i64) -> i64 {
+    obj.meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| now_ms - t.0.as_millisecond())
+        .unwrap_or(0)
+}
+
+/// A status as a merge patch: fields that are now absent are sent as null, so they are removed
+/// (a plain serialization would leave the previous values in place).
+fn status_patch(status: serde_json::Value, clearable: &[&str]) -> serde_json::Value {
+    let mut status = status;
+    if let Some(m) = status.as_object_mut() {
+        for k in clearable {
+            m.entry(k.to_string()).or_insert(serde_json::Value::Null);
+        }
+    }
+    json!({ "status": status })
+}
+
 /// Adds the finalizer if missing.
 async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), ReconcileError>
 where
@@ -186,6 +209,15 @@ where
     match ctx.mesh.delete_vmodel(&ns, &name, owner).await {
         Ok(()) => {}
         Err(s) if s.code() == Code::NotFound => {}
+        // No runtime pod answers (scaled to zero, or the runtime is gone) for longer than the
+        // grace: let the resource go; the registration stays in the store until a mesh of
+        // this namespace runs again and its reaper or a new predictor replaces it.
+        Err(s)
+            if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
+                && deleting_for_ms(obj, (ctx.now_ms)()) > FINALIZE_GRACE_MS =>
+        {
+            tracing::warn!(namespace = %ns, %name, error = %s.message(), "no mesh answers; removing the finalizer without deleting the vmodel");
+        }
         Err(s) => {
             return Err(ReconcileError::Mesh(format!(
                 "deleteVModel {ns}/{name}: {:?}: {}",
@@ -236,12 +268,12 @@ pub async fn reconcile_predictor<M: MeshApi>(
     )
     .await?;
     if p.status.as_ref() != Some(&st) {
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": st })),
-        )
-        .await?;
+        let patch = status_patch(
+            serde_json::to_value(&st).unwrap_or_default(),
+            &["lastFailureInfo", "httpEndpoint", "grpcEndpoint"],
+        );
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(requeue_for(&st))
 }
@@ -306,12 +338,15 @@ pub async fn reconcile_isvc<M: MeshApi>(
     let now = (ctx.now_ms)();
     let out = isvc_status(&st, &prev_isvc, now);
     if i.status.as_ref() != Some(&out) {
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": out })),
-        )
-        .await?;
+        let mut value = serde_json::to_value(&out).unwrap_or_default();
+        // Nested: a cleared failure inside modelStatus must be removed too.
+        if let Some(ms) = value.get_mut("modelStatus").and_then(|m| m.as_object_mut()) {
+            ms.entry("lastFailureInfo".to_string())
+                .or_insert(serde_json::Value::Null);
+        }
+        let patch = status_patch(value, &["url", "components"]);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(requeue_for(&st))
 }
