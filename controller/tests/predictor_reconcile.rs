@@ -69,6 +69,9 @@ impl MeshApi for FakeMesh {
             .lock()
             .unwrap()
             .push(format!("delete {ns}/{vmodel} owner={owner}"));
+        if self.delete_unavailable {
+            return Err(tonic::Status::unavailable("no runtime pod"));
+        }
         Ok(())
     }
 
@@ -514,8 +517,31 @@ async fn a_deletion_does_not_hang_when_no_mesh_answers() {
         ..Default::default()
     };
     let c = ctx(client, mesh);
-    run(reconcile_predictor(Arc::new(p), c)).await.unwrap();
+    run(reconcile_predictor(Arc::new(p), c.clone()))
+        .await
+        .unwrap();
     api.await.unwrap();
+    assert_eq!(
+        c.mesh.calls.lock().unwrap().len(),
+        1,
+        "deleteVModel was tried"
+    );
+}
+
+#[tokio::test]
+async fn a_recent_deletion_waits_for_the_mesh() {
+    let mut p = predictor(true);
+    p.metadata.deletion_timestamp =
+        modelmesh_controller::status::time_ms(1_700_000_000_000 - 5_000);
+    let (client, api) = mock_api(vec![], Value::Null);
+    let mesh = FakeMesh {
+        delete_unavailable: true,
+        ..Default::default()
+    };
+    let c = ctx(client, mesh);
+    let r = run(reconcile_predictor(Arc::new(p), c)).await;
+    api.await.unwrap();
+    assert!(r.is_err(), "retried later while the mesh may come back");
 }
 
 #[tokio::test]
