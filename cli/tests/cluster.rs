@@ -878,3 +878,26 @@ async fn vmodel_rolls_forward_across_pods_with_no_failed_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn changing_a_vmodels_copy_bounds_applies_to_its_model() {
+    let etcd_dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, url) = start_etcd(etcd_dir.path()).await;
+    let pods = cluster(2, &url, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pods[0].mesh_port));
+    let set = |min: u32| {
+        let mut r = set_reg_vmodel("reg-a");
+        if let Some(i) = r.model_info.as_mut() {
+            i.min_copies = min;
+        }
+        r
+    };
+    mgmt.set_v_model(set(0)).await.expect("first");
+    assert_eq!(copies(&mut mgmt, "reg-a").await.len(), 1);
+    // Same target, now at least two copies (a Predictor's min-copies annotation changed).
+    mgmt.set_v_model(set(2)).await.expect("bounds changed");
+    wait_copies(&mut mgmt, "reg-a", "the new minimum was not applied", |c| {
+        c.len() == 2
+    })
+    .await;
+}

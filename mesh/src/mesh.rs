@@ -568,6 +568,22 @@ impl Mesh {
                 "too many concurrent changes to vmodel {vid}; retry"
             )));
         }
+        // Copy bounds are not part of a model's identity: a changed minimum or maximum updates
+        // the target in place (a Predictor's annotations changed).
+        if let Some(info) = &req.model_info {
+            let (min, max) = (info.min_copies, info.max_copies);
+            self.registry
+                .update(&tid, |cur| match cur {
+                    Some(r) if r.min_copies != min || r.max_copies != max => {
+                        let mut r = r.clone();
+                        r.min_copies = min;
+                        r.max_copies = max;
+                        Update::Put(r)
+                    }
+                    _ => Update::Keep,
+                })
+                .await?;
+        }
         if transition {
             self.spawn_transition(vid.clone());
             if req.sync {
