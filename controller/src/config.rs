@@ -239,6 +239,19 @@ impl Default for RestProxy {
 }
 
 impl Config {
+    /// The mesh's named ports, as its container and the Service expose them: gRPC, then REST
+    /// and metrics when enabled.
+    pub fn ports(&self) -> Vec<(&'static str, u16)> {
+        let mut ports = vec![("grpc", self.inference_service_port)];
+        if self.rest_proxy.enabled {
+            ports.push(("http", self.rest_proxy.port));
+        }
+        if self.metrics.enabled {
+            ports.push(("prometheus", self.metrics.port));
+        }
+        ports
+    }
+
     /// The config from the ConfigMap's `config.yaml` (empty: the defaults). Fields not given
     /// keep their defaults; the error names what is wrong.
     pub fn parse(yaml: &str) -> Result<Config, ConfigError> {

@@ -422,19 +422,16 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
             ));
         }
     }
-    let port = |name: &str, p: u16| ContainerPort {
-        name: Some(name.into()),
-        container_port: i32::from(p),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    let mut ports = vec![port("grpc", cfg.inference_service_port)];
-    if cfg.rest_proxy.enabled {
-        ports.push(port("http", cfg.rest_proxy.port));
-    }
-    if cfg.metrics.enabled {
-        ports.push(port("prometheus", cfg.metrics.port));
-    }
+    let ports: Vec<ContainerPort> = cfg
+        .ports()
+        .into_iter()
+        .map(|(name, p)| ContainerPort {
+            name: Some(name.into()),
+            container_port: i32::from(p),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
+        .collect();
     let mut mm_mounts = vec![
         mount("tc-config", TC_CONFIG_DIR, false),
         mount("etcd-config", ETCD_DIR, true),

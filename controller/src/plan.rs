@@ -275,20 +275,17 @@ pub fn service(cfg: &Config, namespace: &str) -> Service {
     if let Some(l) = m.labels.as_mut() {
         l.extend(selector.clone());
     }
-    let port = |name: &str, p: u16| ServicePort {
-        name: Some(name.into()),
-        port: i32::from(p),
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    let mut ports = vec![port("grpc", cfg.inference_service_port)];
-    if cfg.rest_proxy.enabled {
-        ports.push(port("http", cfg.rest_proxy.port));
-    }
-    if cfg.metrics.enabled {
-        ports.push(port("prometheus", cfg.metrics.port));
-    }
+    let ports: Vec<ServicePort> = cfg
+        .ports()
+        .into_iter()
+        .map(|(name, p)| ServicePort {
+            name: Some(name.into()),
+            port: i32::from(p),
+            target_port: Some(IntOrString::String(name.into())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
+        .collect();
     Service {
         metadata: m,
         spec: Some(ServiceSpec {

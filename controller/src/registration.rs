@@ -37,6 +37,27 @@ pub struct Registration {
     pub max_copies: u32,
 }
 
+impl Registration {
+    /// The setVModel request that registers it (the target is auto-deleted when replaced).
+    pub fn set_vmodel_request(&self, load_now: bool) -> modelmesh_proto::mmesh::SetVModelRequest {
+        modelmesh_proto::mmesh::SetVModelRequest {
+            v_model_id: self.vmodel_id.clone(),
+            target_model_id: self.model_id.clone(),
+            model_info: Some(modelmesh_proto::mmesh::ModelInfo {
+                r#type: self.model_type.clone(),
+                path: self.path.clone(),
+                key: self.key.clone(),
+                min_copies: self.min_copies,
+                max_copies: self.max_copies,
+            }),
+            auto_delete_target_model: true,
+            load_now,
+            owner: self.owner.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Why a spec cannot be registered (the Predictor becomes `InvalidSpec`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -69,9 +69,11 @@ pub fn spawn(
         let mut last_reap = Instant::now();
         let mut last_min_check = Instant::now();
         let mut last_proactive = Instant::now();
-        // Models a copy was recently asked for: a queued load only shows in the registry once
-        // it starts, so without this every pass would ask again.
+        // Copies recently asked for: a queued load only shows in the registry once it starts,
+        // so without this every pass would ask again. Minimum copies remember how many copies
+        // the model should have once the asked-for ones appear.
         let mut asked: HashMap<String, Instant> = HashMap::new();
+        let mut asked_min: HashMap<String, (usize, Instant)> = HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if keeper.is_none() {
@@ -112,8 +114,8 @@ pub fn spawn(
             }
             if last_min_check.elapsed() >= MIN_COPIES_EVERY {
                 last_min_check = Instant::now();
-                asked.retain(|_, t| t.elapsed() < ASKED_FOR);
-                ensure_min_copies(&mesh, &mut asked).await;
+                asked_min.retain(|_, (_, t)| t.elapsed() < ASKED_FOR);
+                ensure_min_copies(&mesh, &mut asked_min).await;
             }
             if let Some(every) = cfg.proactive_every
                 && last_proactive.elapsed() >= every
@@ -192,9 +194,9 @@ const ASKED_FOR: Duration = Duration::from_secs(30);
 
 /// Loads one more copy of every model below its minimum copy count, on the best eligible pod
 /// without one.
-async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>) {
+async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, (usize, Instant)>) {
     for (id, rec) in mesh.registry.list() {
-        if rec.min_copies == 0 || asked.contains_key(&id) {
+        if rec.min_copies == 0 {
             continue;
         }
         let instances = mesh.placement.eligible_instances(&rec.model_type);
@@ -204,21 +206,34 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant
             .keys()
             .filter(|p| instances.get(*p).is_some_and(|i| !i.shutdown))
             .count();
-        if live >= rec.min_copies as usize || live >= up {
+        let want = (rec.min_copies as usize).min(up);
+        // Copies asked for earlier that have not shown up yet.
+        if asked.get(&id).is_some_and(|(expected, _)| live < *expected) {
             continue;
         }
-        asked.insert(id.clone(), Instant::now());
-        match mesh.placement.add_copy(&id, &rec, &[], false).await {
-            Ok(Placed::Here) => {
-                tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here")
-            }
-            Ok(Placed::Peer(pod, _)) => {
-                tracing::info!(model = %id, pod = %pod, min = rec.min_copies, "below its minimum copies: loading on another pod")
-            }
-            Err(e) => {
-                tracing::debug!(model = %id, error = %e, "below its minimum copies: no pod can take another copy")
+        if live >= want {
+            asked.remove(&id);
+            continue;
+        }
+        // All the missing copies at once, each on a different pod.
+        let mut placed: Vec<String> = Vec::new();
+        for _ in live..want {
+            match mesh.placement.add_copy(&id, &rec, &placed, false).await {
+                Ok(Placed::Here) => {
+                    tracing::info!(model = %id, min = rec.min_copies, "below its minimum copies: loading here");
+                    placed.push(mesh.placement.me().to_string());
+                }
+                Ok(Placed::Peer(pod, _)) => {
+                    tracing::info!(model = %id, pod = %pod, min = rec.min_copies, "below its minimum copies: loading on another pod");
+                    placed.push(pod);
+                }
+                Err(e) => {
+                    tracing::debug!(model = %id, error = %e, "below its minimum copies: no pod can take another copy");
+                    break;
+                }
             }
         }
+        asked.insert(id.clone(), (live + placed.len(), Instant::now()));
     }
 }
 

@@ -245,19 +245,8 @@ impl LocalModels {
     /// Removes this pod from the registrations of all its copies (at shutdown, so peers stop
     /// forwarding here before the instance lease expires).
     pub async fn deregister_all(&self) {
-        let me = self.cfg.instance_id.clone();
         for id in self.ids_by_age() {
-            let _ = self
-                .registry
-                .update(&id, |cur| match cur {
-                    Some(r) if r.instance_ids.contains_key(&me) => {
-                        let mut r = r.clone();
-                        r.instance_ids.remove(&me);
-                        Update::Put(r)
-                    }
-                    _ => Update::Keep,
-                })
-                .await;
+            self.deregister(&id).await;
         }
     }
 
@@ -629,18 +618,7 @@ impl LocalModels {
         }
         self.space.notify_waiters();
         tracing::warn!(model = id, "runtime lost the model; it will be reloaded");
-        let me = self.cfg.instance_id.clone();
-        let _ = self
-            .registry
-            .update(id, |cur| match cur {
-                Some(r) if r.instance_ids.contains_key(&me) => {
-                    let mut r = r.clone();
-                    r.instance_ids.remove(&me);
-                    Update::Put(r)
-                }
-                _ => Update::Keep,
-            })
-            .await;
+        self.deregister(id).await;
     }
 
     fn spawn_unload(self: &Arc<Self>, id: String, reason: &'static str) {
@@ -656,9 +634,13 @@ impl LocalModels {
 
     /// Removes this pod from the model's registration unless a new copy is loading here.
     async fn deregister_unless_reloading(&self, id: &str) {
-        if self.lock().copies.contains_key(id) {
-            return;
+        if !self.lock().copies.contains_key(id) {
+            self.deregister(id).await;
         }
+    }
+
+    /// Removes this pod from the model's registration (if it is listed).
+    async fn deregister(&self, id: &str) {
         let me = self.cfg.instance_id.clone();
         let _ = self
             .registry

@@ -15,7 +15,6 @@ use crate::status::{Endpoints, invalid_status, isvc_status, predictor_status, ti
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use modelmesh_proto::mmesh::{ModelInfo, SetVModelRequest};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,21 +89,7 @@ async fn sync<M: MeshApi>(
         }
     };
     let label = crate::registration::type_label(&spec);
-    let req = SetVModelRequest {
-        v_model_id: reg.vmodel_id.clone(),
-        target_model_id: reg.model_id.clone(),
-        model_info: Some(ModelInfo {
-            r#type: reg.model_type.clone(),
-            path: reg.path.clone(),
-            key: reg.key.clone(),
-            min_copies: reg.min_copies,
-            max_copies: reg.max_copies,
-        }),
-        auto_delete_target_model: true,
-        load_now: load_now(prev),
-        owner: owner.to_string(),
-        ..Default::default()
-    };
+    let req = reg.set_vmodel_request(load_now(prev));
     match ctx.mesh.set_vmodel(namespace, req).await {
         Ok(vm) => Ok(predictor_status(Some(&vm), &label, prev, &ep, now)),
         Err(s) if s.code() == Code::AlreadyExists => Ok(invalid_status(

@@ -3,7 +3,6 @@
 
 use super::predictor::{Registration, parse_file, registration};
 use modelmesh_mesh::mesh::Mesh;
-use modelmesh_proto::mmesh::{ModelInfo, SetVModelRequest};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -91,21 +90,7 @@ pub async fn sync(
             continue;
         }
         changed = true;
-        let req = SetVModelRequest {
-            v_model_id: reg.vmodel_id.clone(),
-            target_model_id: reg.model_id.clone(),
-            model_info: Some(ModelInfo {
-                r#type: reg.model_type.clone(),
-                path: reg.path.clone(),
-                key: reg.key.clone(),
-                min_copies: reg.min_copies,
-                max_copies: reg.max_copies,
-            }),
-            auto_delete_target_model: true,
-            load_now: true,
-            owner: OWNER.into(),
-            ..Default::default()
-        };
+        let req = reg.set_vmodel_request(true);
         match mesh.set_vmodel(req).await {
             Ok(_) => {
                 tracing::info!(predictor = %vid, model = %reg.model_id, path = %reg.path, "predictor applied")
