@@ -1,6 +1,7 @@
 //! `modelmesh bench`: benchmarks that start everything they measure, compare against a baseline
 //! measured in the same run, and print ratios.
 
+mod footprint;
 mod forward;
 mod load;
 mod mesh_vs_direct;
@@ -33,6 +34,9 @@ enum Scenario {
     /// A request entering a pod without a copy (one forward) vs the pod with the copy, in a
     /// two-pod mesh on a real etcd, same run.
     Forward(forward::Args),
+    /// The sidecar's footprint: time to ready after its runtime, RSS idle and with many
+    /// registered models (default 100,000).
+    Footprint(footprint::Args),
 }
 
 /// Runs the chosen scenario.
@@ -40,6 +44,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     match a.scenario {
         Scenario::RuntimeVsTriton(a) => runtime_vs_triton::run(a).await,
         Scenario::MeshVsDirect(a) => mesh_vs_direct::run(a).await,
+        Scenario::Footprint(a) => footprint::run(a).await,
         Scenario::Forward(a) => forward::run(a).await,
     }
 }
