@@ -2,9 +2,8 @@
 //! when idle, and its memory with many registered models (the registry is held in memory).
 
 use super::pod::start_pod;
-use super::procs::{channel, wait_ready};
-use super::procstat::tree_usage;
-use anyhow::Context;
+use super::procs::{bench_dirs, channel, wait_ready};
+use super::procstat::{rss, tree_usage};
 use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,29 +26,9 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-/// Current resident set size of one process, in bytes.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Runs the scenario.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let root = a
-        .root
-        .canonicalize()
-        .with_context(|| format!("--root {}", a.root.display()))?;
-    let repo = root.join("examples/models/repository");
-    let work =
-        std::env::temp_dir().join(format!("modelmesh-bench-footprint-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
+    let (_, repo, work) = bench_dirs(&a.root, "footprint")?;
     let started = Instant::now();
     let mut pod = start_pod(&work, "pod", "memory", &repo, &["--internal-port", "0"])?;
     wait_ready(&mut pod.runtime, Duration::from_secs(30)).await?;

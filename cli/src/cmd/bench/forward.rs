@@ -30,14 +30,8 @@ pub struct Args {
 
 /// Runs the scenario.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let root = a
-        .root
-        .canonicalize()
-        .with_context(|| format!("--root {}", a.root.display()))?;
-    let repo = root.join("examples/models/repository");
+    let (root, repo, work) = super::procs::bench_dirs(&a.root, "forward")?;
     let mut req = example_request(&root, &a.model)?;
-    let work = std::env::temp_dir().join(format!("modelmesh-bench-forward-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
     let (client, peer) = (free_port()?, free_port()?);
     let url = format!("http://127.0.0.1:{client}");
     if !Path::new("/usr/bin/etcd").exists() {

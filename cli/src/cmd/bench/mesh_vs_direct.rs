@@ -7,7 +7,7 @@ use super::pod::start_pod;
 use super::procs::{channel, example_request, wait_ready};
 use super::procstat::tree_usage;
 use super::stats::{Summary, us};
-use anyhow::{Context, bail};
+use anyhow::bail;
 use modelmesh_proto::inference as pb;
 use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::path::PathBuf;
@@ -81,15 +81,9 @@ async fn measure(
 
 /// Runs the scenario.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let root = a
-        .root
-        .canonicalize()
-        .with_context(|| format!("--root {}", a.root.display()))?;
-    let repo = root.join("examples/models/repository");
+    let (root, repo, work) = super::procs::bench_dirs(&a.root, "mesh")?;
     // Fails early (before starting anything) if the example is not usable.
     example_request(&root, &a.model)?;
-    let work = std::env::temp_dir().join(format!("modelmesh-bench-mesh-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
     let threads = a.sidecar_threads.map(|n| n.to_string());
     let socket = work
         .join("pod")

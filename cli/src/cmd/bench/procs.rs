@@ -117,3 +117,19 @@ pub fn example_request(root: &Path, model: &str) -> anyhow::Result<pb::ModelInfe
         ..Default::default()
     })
 }
+
+/// The checkout root (`--root`), its example model repository, and a fresh work directory
+/// for `scenario` under the system temp dir.
+pub fn bench_dirs(
+    root: &Path,
+    scenario: &str,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("--root {}", root.display()))?;
+    let repo = root.join("examples/models/repository");
+    let work =
+        std::env::temp_dir().join(format!("modelmesh-bench-{scenario}-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    Ok((root, repo, work))
+}

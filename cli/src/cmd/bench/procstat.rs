@@ -28,17 +28,27 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     Some((ppid, utime + stime))
 }
 
-fn peak_rss(pid: u32) -> u64 {
+/// A memory field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`, ...), in bytes (0 if unknown).
+fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+fn peak_rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM")
+}
+
+/// Current resident set size of one process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS")
 }
 
 /// Usage of `root` and every live descendant.
