@@ -3,6 +3,7 @@
 //! `scripts/setup-peers.sh`.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod kserve;
 
 use std::net::TcpListener;
