@@ -10,7 +10,12 @@ use modelmesh_proto::inference::{
 };
 use tonic::Code;
 
-const EXAMPLES: [&str; 3] = ["mnist-classifier", "tiny-regression", "typed-ops"];
+const EXAMPLES: [&str; 4] = [
+    "mnist-classifier",
+    "tiny-regression",
+    "typed-ops",
+    "vector-sum",
+];
 
 async fn setup() -> (
     tempfile::TempDir,

@@ -4,6 +4,8 @@ Writes a Triton-layout repository next to this file:
   repository/mnist-classifier/1/model.onnx  784 -> 10 (Gemm + Softmax), input "input" [N,784] FP32
   repository/tiny-regression/1/model.onnx   4 -> 3 (Gemm + Relu), input "input" [N,4] FP32
   repository/typed-ops/1/model.onnx         INT32/INT64/FP64/BOOL element-wise ops
+  repository/vector-sum/1/model.onnx        [N,D] -> [N] (ReduceSum over D, any D): the large-payload
+                                            benchmark sends it 1 MiB tensors
 and expected.json with an input and the numpy-computed output for each. Deterministic: the
 weights come from a seeded generator, so re-running reproduces the committed files.
 """
@@ -99,11 +101,26 @@ def typed_ops():
     }
 
 
+def vector_sum():
+    x = make_tensor_value_info("input", TensorProto.FLOAT, ["N", "D"])
+    y = make_tensor_value_info("output", TensorProto.FLOAT, ["N"])
+    axes = from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [make_node("ReduceSum", ["input", "axes"], ["output"], keepdims=0)]
+    g = make_graph(nodes, "vector_sum", [x], [y], initializer=[axes])
+    save("vector-sum", make_model(g, opset_imports=[make_opsetid("", 13)], producer_name="modelmesh-examples"))
+    xin = (np.arange(16, dtype=np.float32) / 4.0 - 1.0).reshape(2, 8)
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 8], "data": xin.ravel().tolist()}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [2], "data": xin.sum(axis=1).tolist()}],
+    }
+
+
 def main():
     expected = {
         "mnist-classifier": dense("mnist-classifier", 784, 10, 1, "softmax"),
         "tiny-regression": dense("tiny-regression", 4, 3, 0, "relu"),
         "typed-ops": typed_ops(),
+        "vector-sum": vector_sum(),
     }
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)

@@ -145,11 +145,15 @@ async fn reap(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let records = mesh.registry.list();
-    let referenced: HashSet<String> = records
-        .iter()
-        .flat_map(|(_, r)| r.instance_ids.keys().chain(r.failed_in.keys()).cloned())
-        .collect();
+    // Scanned in place: copying a large registry every few seconds would stall the pod.
+    let referenced: HashSet<String> = mesh.registry.fold(HashSet::new(), |mut acc, _, r| {
+        for i in r.instance_ids.keys().chain(r.failed_in.keys()) {
+            if !acc.contains(i) {
+                acc.insert(i.clone());
+            }
+        }
+        acc
+    });
     let gone = gone_instances(
         &referenced,
         &live,
@@ -160,15 +164,13 @@ async fn reap(
     if gone.is_empty() {
         return;
     }
-    for (id, r) in records {
-        if !r
-            .instance_ids
+    let affected = mesh.registry.list_where(|r| {
+        r.instance_ids
             .keys()
             .chain(r.failed_in.keys())
             .any(|i| gone.contains(i))
-        {
-            continue;
-        }
+    });
+    for (id, _) in affected {
         let gone = gone.clone();
         let _ = mesh
             .registry
@@ -195,10 +197,7 @@ const ASKED_FOR: Duration = Duration::from_secs(30);
 /// Loads one more copy of every model below its minimum copy count, on the best eligible pod
 /// without one.
 async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, (usize, Instant)>) {
-    for (id, rec) in mesh.registry.list() {
-        if rec.min_copies == 0 {
-            continue;
-        }
+    for (id, rec) in mesh.registry.list_where(|r| r.min_copies > 0) {
         let instances = mesh.placement.eligible_instances(&rec.model_type);
         let up = instances.values().filter(|i| !i.shutdown).count();
         let live = rec
@@ -240,20 +239,32 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, (usize,
 /// Loads recently used models that have no copy into free space (`scaling::proactive_loads`),
 /// so their next request does not wait for a load.
 async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>) {
-    let records: Vec<_> = mesh
-        .registry
-        .list()
-        .into_iter()
-        .filter(|(id, _)| !asked.contains_key(id))
-        .collect();
-    let instances: std::collections::BTreeMap<_, _> = mesh.instances.list().into_iter().collect();
-    let ids = crate::scaling::proactive_loads(
-        &records,
-        &instances,
-        |_, r| mesh.local.predicted_units(r),
-        crate::local::now_ms(),
-        mesh.local.failure_expiry_ms(),
-    );
+    // Copying and sorting a million records takes about a second: off the async workers, so
+    // requests on this pod do not wait for it.
+    let (m, skip) = (mesh.clone(), asked.keys().cloned().collect::<HashSet<_>>());
+    let decided = tokio::task::spawn_blocking(move || {
+        let instances: std::collections::BTreeMap<_, _> = m.instances.list().into_iter().collect();
+        // Only models without a copy on a pod that is up are candidates: copy just those.
+        let up = |p: &String| instances.get(p).is_some_and(|i| !i.shutdown);
+        let records: Vec<_> = m
+            .registry
+            .list_where(|r| !r.instance_ids.keys().any(up))
+            .into_iter()
+            .filter(|(id, _)| !skip.contains(id))
+            .collect();
+        let ids = crate::scaling::proactive_loads(
+            &records,
+            &instances,
+            |_, r| m.local.predicted_units(r),
+            crate::local::now_ms(),
+            m.local.failure_expiry_ms(),
+        );
+        (ids, records)
+    })
+    .await;
+    let Ok((ids, records)) = decided else {
+        return;
+    };
     if ids.is_empty() {
         return;
     }
@@ -272,18 +283,16 @@ async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>
 }
 
 fn gauges(mesh: &Arc<Mesh>) {
-    let records = mesh.registry.list();
-    let loaded = records
-        .iter()
-        .filter(|(_, r)| !r.instance_ids.is_empty())
-        .count();
-    let failed = records
-        .iter()
-        .filter(|(_, r)| !r.failed_in.is_empty())
-        .count();
+    let (managed, loaded, failed) = mesh.registry.fold((0, 0, 0), |(n, l, f), _, r| {
+        (
+            n + 1,
+            l + usize::from(!r.instance_ids.is_empty()),
+            f + usize::from(!r.failed_in.is_empty()),
+        )
+    });
     metrics::gauge!("modelmesh_models_loaded_total").set(loaded as f64);
     metrics::gauge!("modelmesh_models_with_failure_total").set(failed as f64);
-    metrics::gauge!("modelmesh_models_managed_total").set(records.len() as f64);
+    metrics::gauge!("modelmesh_models_managed_total").set(managed as f64);
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod codec;
 pub mod constraints;
 pub mod dataplane;
+pub mod eligible;
 pub mod error;
 pub mod idpath;
 pub mod instance;

@@ -46,6 +46,7 @@ pub struct Placement {
     labels: Vec<String>,
     peers: Mutex<HashMap<String, Channel>>,
     tie: AtomicU64,
+    shared: crate::eligible::EligibleCache,
 }
 
 impl Placement {
@@ -63,6 +64,7 @@ impl Placement {
             labels,
             peers: Default::default(),
             tie: AtomicU64::new(0),
+            shared: crate::eligible::EligibleCache::new(crate::eligible::MAX_AGE),
         }
     }
 
@@ -83,6 +85,17 @@ impl Placement {
             .into_iter()
             .filter(|(_, i)| self.constraints.eligible(model_type, &i.labels))
             .collect()
+    }
+
+    /// The request path's view of [`Placement::eligible_instances`]: a shared snapshot, at most
+    /// `eligible::MAX_AGE` old and rebuilt at once when pods join or leave.
+    pub fn eligible_shared(&self, model_type: &str) -> crate::eligible::Pods {
+        self.shared.get(
+            model_type,
+            std::time::Instant::now(),
+            self.instances.len(),
+            || self.eligible_instances(model_type),
+        )
     }
 
     /// Whether this pod's labels allow the model type.

@@ -151,12 +151,10 @@ impl Router {
         }
     }
 
-    /// Live instances whose labels meet the model type's requirements.
-    fn eligible_instances(
-        &self,
-        model_type: &str,
-    ) -> std::collections::BTreeMap<String, InstanceRecord> {
-        self.mesh.placement.eligible_instances(model_type)
+    /// Live instances whose labels meet the model type's requirements (a shared snapshot: this
+    /// runs on every request).
+    fn eligible_instances(&self, model_type: &str) -> crate::eligible::Pods {
+        self.mesh.placement.eligible_shared(model_type)
     }
 
     /// Sets `MM_SCALEUP_RPM_THRESHOLD`: requests per minute per copy above which a copy is added.

@@ -192,6 +192,24 @@ where
             .collect()
     }
 
+    /// The records of the local copy that `keep` selects (only those are copied: with a
+    /// million records, copying them all takes a good part of a second).
+    pub fn list_where(&self, keep: impl Fn(&R) -> bool) -> Vec<(String, R)> {
+        read(&self.cache)
+            .iter()
+            .filter(|(_, (r, _))| keep(r))
+            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Folds `f` over every record of the local copy under its read lock, copying nothing.
+    /// `f` must not block: writers wait for it.
+    pub fn fold<T>(&self, init: T, mut f: impl FnMut(T, &str, &R) -> T) -> T {
+        read(&self.cache)
+            .iter()
+            .fold(init, |acc, (k, (r, _))| f(acc, k, r))
+    }
+
     /// Number of records in the local copy.
     pub fn len(&self) -> usize {
         read(&self.cache).len()

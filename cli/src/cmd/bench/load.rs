@@ -68,18 +68,37 @@ pub async fn concurrent(
     duration: Duration,
     header: &Header,
 ) -> Summary {
+    concurrent_spread(ch, req, concurrency, duration, std::slice::from_ref(header)).await
+}
+
+/// As [`concurrent`], each request carrying one of `headers` picked at random (uniformly, from
+/// a fixed seed per loop): requests spread over many models.
+pub async fn concurrent_spread(
+    ch: &Channel,
+    req: &ModelInferRequest,
+    concurrency: usize,
+    duration: Duration,
+    headers: &[Header],
+) -> Summary {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let headers: std::sync::Arc<[Header]> = headers.into();
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for n in 0..concurrency {
         let mut c = GrpcInferenceServiceClient::new(ch.clone());
         let req = req.clone();
-        let header = header.clone();
+        let headers = headers.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0usize);
+            // xorshift: cheap, and the same sequence every run.
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
             while Instant::now() < deadline {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let header = &headers[(rng % headers.len().max(1) as u64) as usize];
                 let t = Instant::now();
-                match c.model_infer(request(&req, &header)).await {
+                match c.model_infer(request(&req, header)).await {
                     Ok(_) => lat.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }

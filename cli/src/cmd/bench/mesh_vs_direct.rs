@@ -3,22 +3,35 @@
 //! three processes (runtime, adapter, sidecar) are started here, as in a serving pod.
 
 use super::load::{Header, ThroughputFlags, concurrent, open_loop, sequential};
+use super::mgmt::{register_loaded, wait_mesh};
 use super::pod::start_pod;
-use super::procs::{channel, example_request, wait_ready};
+use super::procs::{channel, example_request, large_request, wait_ready};
 use super::procstat::tree_usage;
 use super::stats::{Summary, us};
 use anyhow::bail;
 use modelmesh_proto::inference as pb;
-use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// Request sizes.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Payload {
+    /// The example's own input (`--model`; tiny-regression: 4 floats).
+    Small,
+    /// A 1 MiB FP32 tensor (raw bytes) to the `vector-sum` example, which answers one float.
+    Large,
+}
 
 /// Flags of the scenario.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Example model to serve (a directory of examples/models/repository).
+    /// Example model to serve (a directory of examples/models/repository); `--payload large`
+    /// always uses vector-sum.
     #[arg(long, default_value = "tiny-regression")]
     model: String,
+    /// Request size: the example's small input, or a 1 MiB tensor.
+    #[arg(long, value_enum, default_value_t = Payload::Small)]
+    payload: Payload,
     /// Sequential requests for the latency run.
     #[arg(long, default_value_t = 3000)]
     requests: usize,
@@ -80,10 +93,16 @@ async fn measure(
 }
 
 /// Runs the scenario.
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(mut a: Args) -> anyhow::Result<()> {
     let (root, repo, work) = super::procs::bench_dirs(&a.root, "mesh")?;
+    if a.payload == Payload::Large {
+        a.model = "vector-sum".into();
+    }
     // Fails early (before starting anything) if the example is not usable.
-    example_request(&root, &a.model)?;
+    let mut req = match a.payload {
+        Payload::Small => example_request(&root, &a.model)?,
+        Payload::Large => large_request(),
+    };
     let threads = a.sidecar_threads.map(|n| n.to_string());
     let socket = work
         .join("pod")
@@ -100,36 +119,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut pod = start_pod(&work, "pod", "memory", &repo, &extra)?;
     let (rp, mp) = (pod.runtime_port, pod.grpc);
     wait_ready(&mut pod.runtime, Duration::from_secs(30)).await?;
-    let mut mgmt = ModelMeshClient::new(channel(mp)?);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut mgmt = wait_mesh(mp, Duration::from_secs(60)).await?;
     let id = "bench-model";
-    loop {
-        let r = mgmt
-            .register_model(mm::RegisterModelRequest {
-                model_id: id.into(),
-                model_info: Some(mm::ModelInfo {
-                    r#type: "onnx".into(),
-                    path: a.model.clone(),
-                    key: "{}".into(),
-                    ..Default::default()
-                }),
-                load_now: true,
-                sync: true,
-                ..Default::default()
-            })
-            .await;
-        match r {
-            Ok(s) if s.get_ref().status == mm::model_status_info::ModelStatus::Loaded as i32 => {
-                break;
-            }
-            Ok(s) => bail!("model did not load: {:?}", s.into_inner()),
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => bail!("mesh not ready: {e}"),
-        }
-    }
-    let mut req = example_request(&root, &a.model)?;
+    register_loaded(&mut mgmt, id, &a.model).await?;
     req.model_name = id.into();
     eprintln!(
         "measuring {} sequential requests and {} loops for {} s, direct then through the mesh",
@@ -166,8 +158,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         |i: usize| (after[i].cpu_secs - before[i].cpu_secs) / mesh.requests().max(1) as f64 * 1e6;
 
     println!(
-        "\nModelInfer {} through the mesh vs straight to the runtime (Rust tonic client, 2 cores shared)",
-        a.model
+        "\nModelInfer {} ({:?} payload, {} bytes) through the mesh vs straight to the runtime (Rust tonic client, 2 cores shared)",
+        a.model,
+        a.payload,
+        prost::Message::encoded_len(&req)
     );
     println!(
         "{:<10} {:>9} {:>9} {:>9} {:>9} | {:>10}",

@@ -1,15 +1,20 @@
 //! `modelmesh bench`: benchmarks that start everything they measure, compare against a baseline
 //! measured in the same run, and print ratios.
 
+mod cache_miss;
+mod churn;
 mod footprint;
 mod forward;
+mod instant_runtime;
 mod load;
 mod mesh_vs_direct;
+mod mgmt;
 mod nginx;
 mod pod;
 mod procs;
 mod procstat;
 mod runtime_vs_triton;
+mod scale;
 mod stats;
 
 /// Flags of `modelmesh bench`.
@@ -34,9 +39,19 @@ enum Scenario {
     /// A request entering a pod without a copy (one forward) vs the pod with the copy, in a
     /// two-pod mesh on a real etcd, same run.
     Forward(forward::Args),
-    /// The sidecar's footprint: time to ready after its runtime, RSS idle and with many
-    /// registered models (default 100,000).
+    /// The sidecar's footprint: time to ready after its runtime, RSS idle, with many
+    /// registered models (default 100,000) and with many loaded copies (default 10,000, on a
+    /// runtime whose loads are instant).
     Footprint(footprint::Args),
+    /// Time to the first answer for a model not loaded anywhere, minus the runtime's own time
+    /// to load the same files and answer (same run).
+    CacheMiss(cache_miss::Args),
+    /// Requests spread over ten times more models than fit (the LRU evicting all the time) vs
+    /// spread over models that are all loaded: throughput and p99.
+    Churn(churn::Args),
+    /// Routing, placement, proactive-loading and scale-down decision times in a simulated
+    /// cluster of 1,000 pods and 1,000,000 models vs 50 pods and 10,000 models (in process).
+    Scale(scale::Args),
 }
 
 /// Runs the chosen scenario.
@@ -46,5 +61,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Scenario::MeshVsDirect(a) => mesh_vs_direct::run(a).await,
         Scenario::Footprint(a) => footprint::run(a).await,
         Scenario::Forward(a) => forward::run(a).await,
+        Scenario::CacheMiss(a) => cache_miss::run(a).await,
+        Scenario::Churn(a) => churn::run(a).await,
+        Scenario::Scale(a) => scale::run(a).await,
     }
 }

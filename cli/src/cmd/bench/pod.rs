@@ -38,6 +38,10 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// Memory request given to a pod's adapter unless a scenario sets it (1 GiB: 768 MiB of models
+/// after the adapter's 256 MiB buffer).
+pub const POD_MEMORY: u64 = 1 << 30;
+
 /// Starts a pod named `name` under `work`, serving models from `repo`, with the sidecar using
 /// the KV store `kv` (e.g. `memory`, `etcd:http://...`) and `sidecar_extra` flags.
 pub fn start_pod(
@@ -46,6 +50,21 @@ pub fn start_pod(
     kv: &str,
     repo: &Path,
     sidecar_extra: &[&str],
+) -> anyhow::Result<Pod> {
+    start_pod_with_memory(work, name, kv, repo, sidecar_extra, POD_MEMORY, None)
+}
+
+/// As [`start_pod`], with the adapter's container memory request (`CONTAINER_MEM_REQ_BYTES`),
+/// which sets how many models fit, and optionally the size it assumes for a model it knows
+/// nothing about (`DEFAULT_MODELSIZE`; the sidecar wants room for at least ten of those).
+pub fn start_pod_with_memory(
+    work: &Path,
+    name: &str,
+    kv: &str,
+    repo: &Path,
+    sidecar_extra: &[&str],
+    memory: u64,
+    default_model_size: Option<u64>,
 ) -> anyhow::Result<Pod> {
     let dir = work.join(name);
     let models = dir.join("models");
@@ -80,11 +99,14 @@ pub fn start_pod(
         "--runtime-host",
         "127.0.0.1",
     ]);
-    args.extend(strings(&[
-        "--container-mem-req-bytes",
-        "1073741824",
-        "--use-embedded-puller",
-    ]));
+    args.extend([
+        "--container-mem-req-bytes".into(),
+        memory.to_string(),
+        "--use-embedded-puller".into(),
+    ]);
+    if let Some(size) = default_model_size {
+        args.extend(["--default-modelsize".into(), size.to_string()]);
+    }
     args.extend([
         "--adapter-port".into(),
         ap.to_string(),
@@ -98,6 +120,27 @@ pub fn start_pod(
         path(&cfg),
     ]);
     let adapter = spawn("adapter", &args, ap, dir.join("adapter.log"))?;
+    let sidecar = spawn_sidecar(&dir, name, kv, mp, ap, rp, sidecar_extra)?;
+    Ok(Pod {
+        runtime,
+        adapter,
+        sidecar,
+        runtime_port: rp,
+        grpc: mp,
+    })
+}
+
+/// Starts a sidecar named `name` (logging to `dir`) on gRPC port `port`, in front of the
+/// adapter (ModelRuntime) on `adapter` and the runtime's inference port `runtime`.
+pub fn spawn_sidecar(
+    dir: &Path,
+    name: &str,
+    kv: &str,
+    port: u16,
+    adapter: u16,
+    runtime: u16,
+    extra: &[&str],
+) -> anyhow::Result<Server> {
     let mut args = strings(&[
         "sidecar",
         "--address",
@@ -125,18 +168,11 @@ pub fn start_pod(
     ]);
     args.extend([
         "--grpc-port".into(),
-        mp.to_string(),
+        port.to_string(),
         "--internal-grpc-port".into(),
-        ap.to_string(),
+        adapter.to_string(),
     ]);
-    args.extend(["--internal-serving-grpc-port".into(), rp.to_string()]);
-    args.extend(strings(sidecar_extra));
-    let sidecar = spawn("sidecar", &args, mp, dir.join("sidecar.log"))?;
-    Ok(Pod {
-        runtime,
-        adapter,
-        sidecar,
-        runtime_port: rp,
-        grpc: mp,
-    })
+    args.extend(["--internal-serving-grpc-port".into(), runtime.to_string()]);
+    args.extend(strings(extra));
+    spawn("sidecar", &args, port, dir.join("sidecar.log"))
 }

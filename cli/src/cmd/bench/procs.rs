@@ -118,6 +118,28 @@ pub fn example_request(root: &Path, model: &str) -> anyhow::Result<pb::ModelInfe
     })
 }
 
+/// Elements of the large-payload tensor: 262,144 FP32 values, 1 MiB.
+pub const LARGE_ELEMENTS: usize = 1 << 18;
+
+/// A 1 MiB request for the `vector-sum` example ([1, 262144] FP32, sent as raw bytes as
+/// tritonclient does); the answer is one float.
+pub fn large_request() -> pb::ModelInferRequest {
+    let raw: Vec<u8> = (0..LARGE_ELEMENTS)
+        .flat_map(|i| ((i % 97) as f32 / 97.0).to_le_bytes())
+        .collect();
+    pb::ModelInferRequest {
+        model_name: "vector-sum".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, LARGE_ELEMENTS as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    }
+}
+
 /// The checkout root (`--root`), its example model repository, and a fresh work directory
 /// for `scenario` under the system temp dir.
 pub fn bench_dirs(
