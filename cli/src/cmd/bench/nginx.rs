@@ -16,7 +16,7 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts nginx (one worker, as the sidecar runs one) proxying h2c on a free port to
+/// Starts nginx (one process serving, as the sidecar runs one worker) proxying h2c on a free port to
 /// `127.0.0.1:<upstream>`, with pooled upstream connections; its files live under `work`.
 pub fn start(work: &Path, upstream: u16) -> anyhow::Result<Server> {
     let prefix = work.join("nginx");
@@ -24,8 +24,11 @@ pub fn start(work: &Path, upstream: u16) -> anyhow::Result<Server> {
     let port = free_port()?;
     // Body size unlimited (the default 1 MiB turns big tensors into errors); many requests per
     // client connection (the default 1000 sends GOAWAY mid-benchmark).
+    // No master process: the one process serves, so stopping it (SIGKILL when the bench ends)
+    // leaves no orphaned worker behind.
     let conf = format!(
-        "worker_processes 1;
+        "master_process off;
+worker_processes 1;
 pid nginx.pid;
 error_log error.log warn;
 events {{ worker_connections 1024; }}
