@@ -20,7 +20,10 @@ use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, M
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+pub mod frame;
+mod h2;
 mod request;
+pub use h2::H2Client;
 use request::runtime_headers;
 pub use request::{
     HOP, Hop, KNOWN_SIZE, NOT_HERE, Target, connection_lost, find_target, known_size,
@@ -31,6 +34,7 @@ pub use request::{
 pub struct Router {
     mesh: Arc<Mesh>,
     data: Channel,
+    runtime: H2Client,
     dataplane: DataplaneConfig,
     scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
     scaleup_rpm: u64,
@@ -55,11 +59,18 @@ const MAX_ITERATIONS: usize = 8;
 const MAX_LOAD_FAILURES: usize = 3;
 
 impl Router {
-    /// A router sending inference to `data`.
-    pub fn new(mesh: Arc<Mesh>, data: Channel, dataplane: DataplaneConfig) -> Self {
+    /// A router sending unary inference to the runtime through `runtime` and streams through
+    /// `data` (both to the runtime's data port).
+    pub fn new(
+        mesh: Arc<Mesh>,
+        data: Channel,
+        runtime: H2Client,
+        dataplane: DataplaneConfig,
+    ) -> Self {
         Router {
             mesh,
             data,
+            runtime,
             dataplane,
             scaling: Default::default(),
             scaleup_rpm: DEFAULT_SCALEUP_RPM,
@@ -572,28 +583,25 @@ impl Router {
                 }
                 _ => body.clone(),
             };
-            let mut req = tonic::Request::from_parts(
-                runtime_headers(md, &id),
-                tonic::Extensions::default(),
-                payload,
-            );
+            let mut left = None;
             if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                let l = d.saturating_duration_since(Instant::now());
+                if l.is_zero() {
                     return Err(Status::deadline_exceeded(
                         "deadline expired before the request reached the runtime",
                     ));
                 }
-                req.set_timeout(left);
+                left = Some(l);
             }
             let t = Instant::now();
-            let result = self.call(method, req).await;
+            let path = format!("/{method}");
+            let headers = runtime_headers(md, &id).into_headers();
+            let result = self.runtime.unary(&path, headers, payload, left).await;
             metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => method.rsplit('/').next().unwrap_or("").to_string())
                 .record(t.elapsed().as_secs_f64() * 1e3);
             match result {
-                Ok(resp) => {
+                Ok((md, body)) => {
                     self.mesh.local.touch(&id);
-                    let (md, body, _) = resp.into_parts();
                     return Ok((md, body));
                 }
                 Err(s) if model_vanished(&s) && !reloaded => {
@@ -626,15 +634,6 @@ impl Router {
             .await
             .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
         Ok((grpc, path))
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        req: tonic::Request<Bytes>,
-    ) -> Result<tonic::Response<Bytes>, Status> {
-        let (mut grpc, path) = self.client(method).await?;
-        grpc.unary(req, path, RawCodec).await
     }
 }
 
