@@ -282,11 +282,9 @@ impl Sidecar {
         );
         let janitor = crate::janitor::spawn(&mesh, cfg.janitor_every);
         spawn_instance_gauge(mesh.instances.clone());
-        let data_addr = cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt);
-        let data = channel(data_addr)?;
-        let unary = crate::proxy::H2Client::new(data_addr).map_err(SidecarError::Startup)?;
+        let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
-            Router::new(mesh.clone(), data, unary, cfg.dataplane.clone())
+            Router::new(mesh.clone(), data, cfg.dataplane.clone())
                 .with_scaleup_rpm(cfg.scaleup_rpm),
         );
         Ok(Sidecar {

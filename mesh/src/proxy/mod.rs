@@ -20,10 +20,7 @@ use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, M
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-pub mod frame;
-mod h2;
 mod request;
-pub use h2::H2Client;
 use request::runtime_headers;
 pub use request::{
     HOP, Hop, KNOWN_SIZE, NOT_HERE, Target, connection_lost, find_target, known_size,
@@ -34,7 +31,6 @@ pub use request::{
 pub struct Router {
     mesh: Arc<Mesh>,
     data: Channel,
-    runtime: H2Client,
     dataplane: DataplaneConfig,
     scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
     scaleup_rpm: u64,
@@ -59,18 +55,11 @@ const MAX_ITERATIONS: usize = 8;
 const MAX_LOAD_FAILURES: usize = 3;
 
 impl Router {
-    /// A router sending unary inference to the runtime through `runtime` and streams through
-    /// `data` (both to the runtime's data port).
-    pub fn new(
-        mesh: Arc<Mesh>,
-        data: Channel,
-        runtime: H2Client,
-        dataplane: DataplaneConfig,
-    ) -> Self {
+    /// A router sending inference to `data`.
+    pub fn new(mesh: Arc<Mesh>, data: Channel, dataplane: DataplaneConfig) -> Self {
         Router {
             mesh,
             data,
-            runtime,
             dataplane,
             scaling: Default::default(),
             scaleup_rpm: DEFAULT_SCALEUP_RPM,
@@ -583,25 +572,28 @@ impl Router {
                 }
                 _ => body.clone(),
             };
-            let mut left = None;
+            let mut req = tonic::Request::from_parts(
+                runtime_headers(md, &id),
+                tonic::Extensions::default(),
+                payload,
+            );
             if let Some(d) = deadline {
-                let l = d.saturating_duration_since(Instant::now());
-                if l.is_zero() {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     return Err(Status::deadline_exceeded(
                         "deadline expired before the request reached the runtime",
                     ));
                 }
-                left = Some(l);
+                req.set_timeout(left);
             }
             let t = Instant::now();
-            let path = format!("/{method}");
-            let headers = runtime_headers(md, &id).into_headers();
-            let result = self.runtime.unary(&path, headers, payload, left).await;
+            let result = self.call(method, req).await;
             metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => method.rsplit('/').next().unwrap_or("").to_string())
                 .record(t.elapsed().as_secs_f64() * 1e3);
             match result {
-                Ok((md, body)) => {
+                Ok(resp) => {
                     self.mesh.local.touch(&id);
+                    let (md, body, _) = resp.into_parts();
                     return Ok((md, body));
                 }
                 Err(s) if model_vanished(&s) && !reloaded => {
@@ -634,6 +626,15 @@ impl Router {
             .await
             .map_err(|e| Status::unavailable(format!("runtime connection not ready: {e}")))?;
         Ok((grpc, path))
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        req: tonic::Request<Bytes>,
+    ) -> Result<tonic::Response<Bytes>, Status> {
+        let (mut grpc, path) = self.client(method).await?;
+        grpc.unary(req, path, RawCodec).await
     }
 }
 
