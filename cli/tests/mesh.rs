@@ -856,3 +856,26 @@ async fn the_sidecar_reaches_the_runtime_over_a_unix_socket() {
         &ex["tiny-regression"]["outputs"],
     );
 }
+
+#[tokio::test]
+async fn clients_cannot_send_hop_metadata_on_the_external_port() {
+    let pod = start_mesh_pod(1 << 30, 1_000_000, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    register(&mut mgmt, "small", "tiny-regression").await;
+    let ex = expected();
+    let mut infer = Infer::new(channel(pod.mesh_port));
+    let req = || raw_request("small", &ex["tiny-regression"]["inputs"]);
+    for (k, v) in [("mm-hop", "load"), ("mm-known-size", "8")] {
+        let mut r = with_header(req(), "mm-model-id", "small");
+        r.metadata_mut().insert(k, v.parse().expect("ascii"));
+        let e = infer.model_infer(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(k), "{}", e.message());
+    }
+    let r = infer
+        .model_infer(with_header(req(), "mm-model-id", "small"))
+        .await
+        .expect("a clean request is still served")
+        .into_inner();
+    assert_outputs_match(&response_json(&r), &ex["tiny-regression"]["outputs"]);
+}

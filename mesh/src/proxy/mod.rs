@@ -24,7 +24,7 @@ mod request;
 use request::runtime_headers;
 pub use request::{
     HOP, Hop, KNOWN_SIZE, NOT_HERE, Target, connection_lost, find_target, known_size,
-    model_vanished, parse_timeout,
+    model_vanished, parse_timeout, refuse_hop_metadata,
 };
 
 /// Routes inference requests for one mesh.
@@ -118,6 +118,9 @@ impl Router {
             return Err(Status::unimplemented(format!(
                 "Method not found or not permitted: {method}"
             )));
+        }
+        if hop == Hop::External {
+            refuse_hop_metadata(md)?;
         }
         let deadline = md
             .get("grpc-timeout")
@@ -661,6 +664,7 @@ impl Router {
                 ));
             }
         };
+        refuse_hop_metadata(&md)?;
         let target = find_target(method, &md, &first, &self.dataplane)?;
         let id = self.resolve(&target).await?;
         self.mesh.ensure_for_request(&id).await?;

@@ -42,6 +42,20 @@ pub fn known_size(md: &MetadataMap) -> Option<u64> {
     md.get(KNOWN_SIZE)?.to_str().ok()?.parse().ok()
 }
 
+/// Refuses the metadata that steers hops between pods (`mm-hop`, `mm-known-size`) on a request
+/// from a client: only a peer on the internal port may send it, so a client cannot make a pod
+/// skip routing or admit a model at a size it made up.
+pub fn refuse_hop_metadata(md: &MetadataMap) -> Result<(), Status> {
+    for name in [HOP, KNOWN_SIZE] {
+        if md.get(name).is_some() {
+            return Err(Status::invalid_argument(format!(
+                "request metadata {name} is reserved for hops between mesh pods and is not accepted from clients; remove it"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Metadata marking "model not loaded here" answers to hit-only hops.
 pub const NOT_HERE: &str = "mm-not-here";
 /// Which id a request named.
@@ -208,6 +222,16 @@ mod tests {
             m.append(*k, v.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn clients_cannot_send_hop_metadata() {
+        assert!(refuse_hop_metadata(&md(&[("mm-model-id", "m")])).is_ok());
+        for (k, v) in [("mm-hop", "load"), ("mm-known-size", "1")] {
+            let e = refuse_hop_metadata(&md(&[(k, v)])).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            assert!(e.message().contains(k), "{}", e.message());
+        }
     }
 
     #[test]
