@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs the real third-party peers if missing,
 # checks formatting and lints, then runs the Rust tests (unit + end-to-end against real Triton,
-# MLServer, moto, azurite, fake-gcs-server) and the Python interop tests (real tritonclient).
+# MLServer, moto, azurite, fake-gcs-server), the fuzz targets for 30 s each and the Python
+# interop tests (real tritonclient).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+step "fuzzing: every cargo-fuzz target for 30 s (scripts/fuzz.sh; long runs in docs/reliability.md)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 step "Python tests: interop (real tritonclient and grpcurl against modelmesh runtime and the mesh) and the Helm chart (Helm's Go SDK, kubernetes-validate)"
 MODELMESH_BIN=target/debug/modelmesh .venv/bin/python -m pytest -q tests/interop tests/chart

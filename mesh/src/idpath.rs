@@ -12,7 +12,13 @@ pub enum WireError {
     /// The field on the path has a different wire type.
     #[error("field {0} on the model-id path is not a string or message")]
     WrongType(u32),
+    /// The path names a field number protobuf does not allow (0, or above 2^29 - 1).
+    #[error("field number {0} on the model-id path is not a valid protobuf field number")]
+    InvalidPath(u32),
 }
+
+/// The largest protobuf field number.
+const MAX_FIELD: u32 = (1 << 29) - 1;
 
 fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut v = 0u64;
@@ -124,6 +130,10 @@ pub fn write_string(msg: &[u8], path: &[u32], value: &str) -> Result<Vec<u8>, Wi
     let Some((&first, rest)) = path.split_first() else {
         return Ok(msg.to_vec());
     };
+    // Found by fuzzing: field 0 was written, and then nothing could read the message.
+    if first == 0 || first > MAX_FIELD {
+        return Err(WireError::InvalidPath(first));
+    }
     let fs = fields(msg)?;
     let new_payload: Vec<u8> = if rest.is_empty() {
         value.as_bytes().to_vec()
@@ -164,6 +174,21 @@ pub fn write_string(msg: &[u8], path: &[u32], value: &str) -> Result<Vec<u8>, Wi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_field_numbers_are_refused_not_written() {
+        // fuzz/artifacts: path [0, 10, 1] on an empty message.
+        assert_eq!(
+            write_string(&[], &[0, 10, 1], "m"),
+            Err(WireError::InvalidPath(0))
+        );
+        assert_eq!(
+            write_string(&[], &[1, 1 << 29], "m"),
+            Err(WireError::InvalidPath(1 << 29))
+        );
+        let ok = write_string(&[], &[2, 1], "m").unwrap();
+        assert_eq!(read_string(&ok, &[2, 1]).unwrap().as_deref(), Some("m"));
+    }
     use modelmesh_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
     use prost::Message;
 

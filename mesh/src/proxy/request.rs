@@ -141,6 +141,10 @@ pub fn find_target(
 
 /// Parses a `grpc-timeout` header value (e.g. `100m`).
 pub fn parse_timeout(v: &str) -> Option<Duration> {
+    // Found by fuzzing: splitting off the unit byte panicked inside a multi-byte character.
+    if !v.is_ascii() {
+        return None;
+    }
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = num.parse().ok()?;
     Some(match unit {
@@ -222,6 +226,14 @@ mod tests {
             m.append(*k, v.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn timeouts_with_non_ascii_text_are_ignored() {
+        assert_eq!(parse_timeout("ϒ"), None);
+        assert_eq!(parse_timeout("1ϒ"), None);
+        assert_eq!(parse_timeout(""), None);
+        assert_eq!(parse_timeout("15m"), Some(Duration::from_millis(15)));
     }
 
     #[test]

@@ -161,6 +161,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_float_fields_survive_a_rewrite_exactly() {
+        // Found by fuzzing: without serde_json's float_roundtrip the last digit changed.
+        let text = r#"{"refs":0,"lu":4444444444444444444444444444444440,"x":0.1}"#;
+        let r: VModelRecord = serde_json::from_str(text).unwrap();
+        let again: VModelRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(r, again);
+    }
+
+    #[test]
     fn upstream_json_round_trips_with_unknown_fields() {
         let text = r#"{"type":"onnx","mPath":"p","encKey":"{}","instanceIds":{"i1":1700000000000},"refs":1,"autoDel":true,"lu":5,"actionable":true,"future":{"x":1}}"#;
         let r: ModelRecord = serde_json::from_str(text).unwrap();
