@@ -41,7 +41,14 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 fn contents(input: &JsonInput) -> Result<InferTensorContents, String> {
     let mut flat = Vec::new();
     flatten(&input.data, &mut flat);
-    let need: i64 = input.shape.iter().product();
+    // Checked: found by fuzzing, a huge shape overflowed the product (a panic in debug builds,
+    // a wrong element count in release ones).
+    let Some(need) = input.shape.iter().try_fold(1i64, |a, d| a.checked_mul(*d)) else {
+        return Err(format!(
+            "input '{}': shape {:?} has more elements than can be counted",
+            input.name, input.shape
+        ));
+    };
     if input.shape.iter().any(|d| *d < 0) || need != flat.len() as i64 {
         return Err(format!(
             "input '{}' has {} values but its shape {:?} needs {need}",
@@ -230,6 +237,13 @@ pub fn metadata_to_json(md: &ModelMetadataResponse) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_too_large_to_count_are_refused() {
+        let body = br#"{"inputs":[{"name":"b","datatype":"UINT32","shape":[90,7001242390990,702390,70401],"data":[7]}]}"#;
+        let e = request_from_json("m", "", body).unwrap_err();
+        assert!(e.contains("more elements than can be counted"), "{e}");
+    }
 
     #[test]
     fn json_round_trip_and_errors() {

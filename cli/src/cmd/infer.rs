@@ -65,7 +65,12 @@ fn count(v: &serde_json::Value) -> usize {
 
 /// The concrete shape for `n` values given a declared shape with `-1` dims.
 fn fill_shape(declared: &[i64], n: usize) -> Result<Vec<i64>, String> {
-    let known: i64 = declared.iter().filter(|d| **d >= 0).product();
+    // Checked: the declared shape comes from the server.
+    let known = declared
+        .iter()
+        .filter(|d| **d >= 0)
+        .try_fold(1i64, |a, d| a.checked_mul(*d))
+        .ok_or_else(|| format!("the model's shape {declared:?} is too large"))?;
     let unknown = declared.iter().filter(|d| **d < 0).count();
     match unknown {
         0 if known as usize == n => Ok(declared.to_vec()),
