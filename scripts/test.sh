@@ -8,6 +8,26 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Disk: the build, the fuzz build and the test peers take about 8 GiB, and each real etcd a test
+# starts preallocates a 64 MiB log. A full disk shows up as processes that die with empty logs,
+# so say so up front instead.
+free_kib=$(df -Pk . | awk 'NR==2 {print $4}')
+printf '[test] %s GiB free on %s\n' "$((free_kib / 1048576))" "$(df -P . | awk 'NR==2 {print $6}')"
+if [ "$free_kib" -lt $((6 * 1048576)) ]; then
+  echo "[test] warning: under 6 GiB free; the build and tests may fail with 'No space left on device'" >&2
+fi
+# A one-shot CI build gains nothing from incremental state (about 1.6 GiB).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}; fi
+# Test scratch (etcd data dirs, pulled models, logs) goes to memory when /dev/shm has room:
+# nothing there needs to survive the run, and it keeps the tests off a nearly full disk.
+shm_kib=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}' || true)
+if [ -z "${TMPDIR:-}" ] && [ -n "$shm_kib" ] && [ "$shm_kib" -gt $((4 * 1048576)) ]; then
+  TMPDIR=$(mktemp -d /dev/shm/modelmesh-tests.XXXXXX)
+  export TMPDIR
+  trap 'rm -rf "$TMPDIR"' EXIT
+  echo "[test] scratch files in $TMPDIR"
+fi
+
 step "installing test peers (skipped when present)"
 bash scripts/setup-peers.sh
 
