@@ -39,6 +39,9 @@ pub enum MeshError {
     /// The deadline passed.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A configured limit was reached (retry later).
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl From<KvError> for MeshError {
@@ -58,6 +61,7 @@ impl From<MeshError> for Status {
             MeshError::Runtime(c, _) => *c,
             MeshError::Unavailable(_) => Code::Unavailable,
             MeshError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            MeshError::ResourceExhausted(_) => Code::ResourceExhausted,
         };
         Status::new(code, e.to_string())
     }

@@ -13,6 +13,7 @@ pub mod instance;
 pub mod janitor;
 pub mod kv;
 pub mod leader;
+pub mod limits;
 pub mod load_queue;
 pub mod local;
 pub mod mesh;

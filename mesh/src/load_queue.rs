@@ -83,6 +83,11 @@ impl LoadQueue {
         s.running + s.queue.len()
     }
 
+    /// Loads waiting for a slot (not yet running).
+    pub fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
     /// Waits for a slot.
     pub async fn acquire(&self, priority: Priority) -> Permit {
         let rx = {
@@ -97,6 +102,7 @@ impl LoadQueue {
             s.seq += 1;
             let seq = std::cmp::Reverse(s.seq);
             s.queue.push(Waiter { priority, seq, tx });
+            metrics::gauge!("modelmesh_loads_queued").set(s.queue.len() as f64);
             rx
         };
         // The slot is handed over by release(); a dropped sender cannot happen while the queue lives.
@@ -111,9 +117,11 @@ impl LoadQueue {
         while let Some(w) = s.queue.pop() {
             // Hand the slot to the next live waiter (skip cancelled ones).
             if w.tx.send(()).is_ok() {
+                metrics::gauge!("modelmesh_loads_queued").set(s.queue.len() as f64);
                 return;
             }
         }
+        metrics::gauge!("modelmesh_loads_queued").set(0.0);
         s.running = s.running.saturating_sub(1);
     }
 }

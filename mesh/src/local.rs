@@ -37,6 +37,8 @@ pub struct LocalConfig {
     pub unload_retries: u32,
     /// Longest wait for unloads to free memory before a load.
     pub space_wait: Duration,
+    /// Loads that may wait for a load slot; a new load beyond it is refused (0 = unlimited).
+    pub max_queued_loads: usize,
 }
 
 impl LocalConfig {
@@ -48,6 +50,7 @@ impl LocalConfig {
             unload_retry_delay: Duration::from_secs(10),
             unload_retries: 90,
             space_wait: Duration::from_secs(180),
+            max_queued_loads: crate::limits::DEFAULT_MAX_QUEUED_LOADS,
         }
     }
 }
@@ -341,6 +344,13 @@ impl LocalModels {
                     message: msg.clone(),
                 });
             }
+        }
+        let waiting = self.queue.waiting();
+        if !crate::limits::admits(waiting, self.cfg.max_queued_loads) {
+            metrics::counter!("modelmesh_requests_refused", "limit" => "load_queue").increment(1);
+            return Err(MeshError::ResourceExhausted(format!(
+                "cannot load model {id} now: {waiting} loads are already waiting on this pod (MM_MAX_QUEUED_LOADS); retry later"
+            )));
         }
         // A size known from an earlier load (here, or on the pod that asked) beats a prediction.
         let predicted = match self.known_size(id) {

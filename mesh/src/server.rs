@@ -32,8 +32,13 @@ impl tonic::server::StreamingService<Bytes> for ProxyStream {
         let (router, method) = (self.router.clone(), self.method.clone());
         Box::pin(async move {
             let (md, _, inbound) = req.into_parts();
-            let resp = router.streaming(&method, md, inbound).await?;
+            let (resp, permit) = router.streaming(&method, md, inbound).await?;
             let (rmd, stream, _) = resp.into_parts();
+            // The permit lives as long as the response stream.
+            let stream = futures::StreamExt::map(stream, move |m| {
+                let _held = &permit;
+                m
+            });
             let mut out = Response::new(Box::pin(stream) as RawStream);
             *out.metadata_mut() = rmd;
             Ok(out)

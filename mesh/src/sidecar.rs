@@ -43,6 +43,8 @@ pub struct SidecarConfig {
     pub dataplane: DataplaneConfig,
     /// `MM_SVC_GRPC_MAX_MSG_SIZE`.
     pub max_message: usize,
+    /// Requests in flight per pod and per copy, and queued loads.
+    pub limits: crate::limits::LimitConfig,
     /// KServe v2 REST address.
     pub rest_addr: Option<SocketAddr>,
     /// Internal hop port between pods (upstream's 8080); `None` = single pod.
@@ -241,6 +243,7 @@ impl Sidecar {
             .map_err(|e| SidecarError::Startup(format!("cannot read the model registry: {e}")))?;
         let mut lc = LocalConfig::new(cfg.instance_id.clone());
         lc.failure_expiry = cfg.load_failure_expiry;
+        lc.max_queued_loads = cfg.limits.queued_loads;
         let local = LocalModels::new(lc, runtime, info, registry.clone());
         let (store_for_instances, instance_layout) = (store.clone(), layout.clone());
         let (store_for_leader, leader_layout) = (store.clone(), layout.clone());
@@ -285,7 +288,8 @@ impl Sidecar {
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
         let router = Arc::new(
             Router::new(mesh.clone(), data, cfg.dataplane.clone())
-                .with_scaleup_rpm(cfg.scaleup_rpm),
+                .with_scaleup_rpm(cfg.scaleup_rpm)
+                .with_limits(cfg.limits),
         );
         Ok(Sidecar {
             mesh,
@@ -337,7 +341,9 @@ impl Sidecar {
     ) -> Result<(), SidecarError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         if let Some(rest) = self.rest {
-            let app = crate::rest::router(self.router.clone(), extra_rest);
+            let app = crate::rest::router(self.router.clone(), extra_rest).layer(
+                axum::extract::DefaultBodyLimit::max(self.max_message.saturating_mul(4)),
+            );
             let mut rrx = rx.clone();
             tokio::spawn(async move {
                 let stop = async move {

@@ -39,6 +39,7 @@ pub async fn infer(
     mgr: &ModelManager,
     req: ModelInferRequest,
 ) -> Result<ModelInferResponse, RuntimeError> {
+    mgr.faults().infer_delay.wait().await;
     let model: Arc<LoadedModel> = mgr.get(&req.model_name, &req.model_version)?;
     if !offload(model.average_run()) {
         return run(&model, &req);

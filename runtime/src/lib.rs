@@ -5,6 +5,7 @@
 
 pub mod datatype;
 pub mod error;
+pub mod faults;
 pub mod grpc;
 pub mod http;
 pub mod infer;

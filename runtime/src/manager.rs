@@ -59,6 +59,7 @@ pub struct ModelManager {
     repo: Repository,
     states: RwLock<HashMap<String, State>>,
     load_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    faults: crate::faults::Faults,
 }
 
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -78,7 +79,19 @@ impl ModelManager {
             repo,
             states: RwLock::default(),
             load_locks: Mutex::default(),
+            faults: Default::default(),
         }
+    }
+
+    /// The same manager with injected delays (tests and chaos drills).
+    pub fn with_faults(mut self, faults: crate::faults::Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The injected delays.
+    pub fn faults(&self) -> &crate::faults::Faults {
+        &self.faults
     }
 
     /// The repository models are loaded from.
@@ -98,6 +111,7 @@ impl ModelManager {
         let _guard = lock.lock().await;
         let previous = read_lock(&self.states).get(name).cloned();
         write_lock(&self.states).insert(name.to_string(), State::Loading);
+        self.faults.load_delay.wait().await;
         let repo = self.repo.clone();
         let owned = name.to_string();
         let result = tokio::task::spawn_blocking(move || load_blocking(&repo, &owned))

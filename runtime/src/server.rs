@@ -34,6 +34,8 @@ pub struct RuntimeConfig {
     pub load_models: Vec<String>,
     /// Also serve gRPC on this Unix-domain socket (a pod's sidecar skips TCP with it).
     pub grpc_socket: Option<PathBuf>,
+    /// Injected delays (tests and chaos drills); none by default.
+    pub faults: crate::faults::Faults,
 }
 
 /// A runtime whose ports are bound (so callers learn the real ports before serving).
@@ -105,7 +107,9 @@ impl BoundRuntime {
             }
             None => None,
         };
-        let mgr = Arc::new(ModelManager::new(Repository::new(cfg.model_repository)));
+        let mgr = Arc::new(
+            ModelManager::new(Repository::new(cfg.model_repository)).with_faults(cfg.faults),
+        );
         Ok(BoundRuntime {
             mgr,
             grpc,

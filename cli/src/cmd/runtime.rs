@@ -1,6 +1,7 @@
 //! `modelmesh runtime`: serve ONNX models from a Triton-layout repository.
 
 use anyhow::Context;
+use modelmesh_runtime::faults::{Delay, Faults};
 use modelmesh_runtime::{BoundRuntime, RuntimeConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -38,6 +39,14 @@ pub struct Args {
     /// fills an empty volume).
     #[arg(long, env = "CREATE_REPOSITORY", default_value_t = false)]
     create_repository: bool,
+    /// Fault injection, for tests and chaos drills: wait this long before every model load,
+    /// in milliseconds, fixed (`500`) or drawn per load from a range (`100-2000`).
+    #[arg(long, env = "MODELMESH_FAULT_LOAD_DELAY_MS", value_name = "MS|MIN-MAX", value_parser = Delay::parse)]
+    fault_load_delay: Option<Delay>,
+    /// Fault injection: wait this long before answering every inference request (as
+    /// `--fault-load-delay`), e.g. to see the mesh's concurrency limits answer RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MODELMESH_FAULT_INFER_DELAY_MS", value_name = "MS|MIN-MAX", value_parser = Delay::parse)]
+    fault_infer_delay: Option<Delay>,
 }
 
 /// Runs the server until SIGTERM / Ctrl-C.
@@ -58,7 +67,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         http_addr: a.http_port.map(|p| SocketAddr::new(a.address, p)),
         load_models: a.load_models,
         grpc_socket: a.grpc_socket,
+        faults: Faults {
+            load_delay: a.fault_load_delay.unwrap_or_default(),
+            infer_delay: a.fault_infer_delay.unwrap_or_default(),
+        },
     };
+    if !cfg.faults.load_delay.is_zero() || !cfg.faults.infer_delay.is_zero() {
+        tracing::warn!(faults = ?cfg.faults, "fault injection is on: loads and/or inference are delayed on purpose");
+    }
     let bound = BoundRuntime::bind(cfg)
         .await
         .context("starting modelmesh runtime")?;

@@ -88,9 +88,27 @@ pub struct Args {
     /// File holding the dataplane config JSON.
     #[arg(long, env = "MM_DATAPLANE_CONFIG_PATH")]
     pub dataplane_config_path: Option<std::path::PathBuf>,
-    /// Largest gRPC message accepted, in bytes.
+    /// Largest gRPC message accepted, in bytes (REST bodies may be 4x this: JSON is larger
+    /// than the binary tensor it carries).
     #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub max_message_size: usize,
+    /// Requests in flight on this pod (gRPC, REST, forwarded and streams) above which new ones
+    /// are refused at once with RESOURCE_EXHAUSTED; 0 = unlimited.
+    #[arg(long, env = "MM_MAX_INFLIGHT_REQUESTS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_INFLIGHT_REQUESTS)]
+    pub max_inflight_requests: usize,
+    /// Requests in flight on one local copy of a model above which new ones go to another copy
+    /// or are refused with RESOURCE_EXHAUSTED; 0 or below = unlimited.
+    #[arg(
+        long,
+        env = "MM_MAX_INFLIGHT_PER_MODEL_COPY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub max_inflight_per_model_copy: i64,
+    /// Loads that may wait for a load slot on this pod; a request needing a new load beyond it
+    /// is refused with RESOURCE_EXHAUSTED; 0 = unlimited.
+    #[arg(long, env = "MM_MAX_QUEUED_LOADS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_QUEUED_LOADS)]
+    pub max_queued_loads: usize,
     /// Internal port for requests forwarded between pods; 0 = single pod (no forwarding).
     #[arg(long, env = "MM_INTERNAL_PORT", default_value_t = 8080)]
     pub internal_port: u16,
@@ -199,6 +217,11 @@ impl Args {
             load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
             dataplane,
             max_message: self.max_message_size,
+            limits: modelmesh_mesh::limits::LimitConfig {
+                pod_requests: self.max_inflight_requests,
+                copy_requests: usize::try_from(self.max_inflight_per_model_copy).unwrap_or(0),
+                queued_loads: self.max_queued_loads,
+            },
             rest_addr: port(self.rest_port),
             internal_addr: port(self.internal_port),
             location: self

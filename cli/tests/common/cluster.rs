@@ -1,7 +1,7 @@
 //! Helpers of the cluster tests: pods sharing a real etcd, model registration, copy counts.
 
 use super::kserve::raw_request;
-use super::{MeshPod, channel, start_named_pod, wait_pods_see_each_other};
+use super::{MeshPod, channel, start_pod_with, wait_pods_see_each_other};
 use modelmesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient as Infer;
 use modelmesh_proto::mmesh::{
     self as mm, model_mesh_client::ModelMeshClient, model_status_info::ModelStatus,
@@ -90,12 +90,25 @@ pub async fn sized_cluster(
     default_size: u64,
     extra: &[&str],
 ) -> Vec<MeshPod> {
+    cluster_with(n, etcd_url, mem_bytes, default_size, extra, &[]).await
+}
+
+/// [`sized_cluster`] with extra flags for every pod's `modelmesh runtime` too.
+pub async fn cluster_with(
+    n: usize,
+    etcd_url: &str,
+    mem_bytes: u64,
+    default_size: u64,
+    extra: &[&str],
+    runtime_extra: &[&str],
+) -> Vec<MeshPod> {
     let kv = format!("etcd:{etcd_url}");
     let mut args = vec!["--kv-store", kv.as_str()];
     args.extend_from_slice(extra);
     let mut pods = Vec::new();
     for i in 0..n {
-        pods.push(start_named_pod(&format!("pod-{i}"), mem_bytes, default_size, &args).await);
+        let name = format!("pod-{i}");
+        pods.push(start_pod_with(&name, mem_bytes, default_size, &args, runtime_extra).await);
     }
     wait_pods_see_each_other(&mut pods).await;
     pods

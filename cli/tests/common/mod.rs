@@ -228,6 +228,11 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 /// Starts `modelmesh runtime` on a repository; returns the process and its gRPC and HTTP ports.
 /// It also serves gRPC on the Unix socket `<logdir>/runtime.sock`.
 pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
+    start_runtime_with(repo, logdir, &[]).await
+}
+
+/// [`start_runtime`] with extra flags (e.g. `--fault-infer-delay`).
+pub async fn start_runtime_with(repo: &Path, logdir: &Path, extra: &[&str]) -> (Proc, u16, u16) {
     let (grpc, http) = (free_port(), free_port());
     let mut cmd = modelmesh();
     cmd.args(["runtime", "--address", "127.0.0.1", "--model-repository"])
@@ -239,7 +244,8 @@ pub async fn start_runtime(repo: &Path, logdir: &Path) -> (Proc, u16, u16) {
             &grpc.to_string(),
             "--http-port",
             &http.to_string(),
-        ]);
+        ])
+        .args(extra);
     let mut p = Proc::spawn("modelmesh-runtime", cmd, logdir);
     wait_grpc_ready(&mut p, grpc, Duration::from_secs(30)).await;
     (p, grpc, http)
@@ -433,6 +439,17 @@ pub async fn start_named_pod(
     default_size: u64,
     extra: &[&str],
 ) -> MeshPod {
+    start_pod_with(instance_id, mem_bytes, default_size, extra, &[]).await
+}
+
+/// [`start_named_pod`] with extra flags for `modelmesh runtime` as well.
+pub async fn start_pod_with(
+    instance_id: &str,
+    mem_bytes: u64,
+    default_size: u64,
+    extra: &[&str],
+    runtime_extra: &[&str],
+) -> MeshPod {
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     std::fs::create_dir_all(models.join("_triton_models")).expect("mkdir");
@@ -442,7 +459,8 @@ pub async fn start_named_pod(
     std::fs::create_dir_all(&cfg).expect("mkdir");
     let entry = serde_json::json!({"type": "local", "root": store});
     std::fs::write(cfg.join("default"), entry.to_string()).expect("write");
-    let (runtime, rport, _) = start_runtime(&models.join("_triton_models"), dir.path()).await;
+    let (runtime, rport, _) =
+        start_runtime_with(&models.join("_triton_models"), dir.path(), runtime_extra).await;
     let (mem, size) = (mem_bytes.to_string(), default_size.to_string());
     let aport = free_port();
     let mut cmd = modelmesh();

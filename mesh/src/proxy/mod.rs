@@ -8,6 +8,7 @@ use crate::codec::RawCodec;
 use crate::dataplane::DataplaneConfig;
 use crate::error::MeshError;
 use crate::idpath;
+use crate::limits::{COPY_FULL, LimitConfig, Limits};
 use crate::mesh::Mesh;
 use crate::placement::Placed;
 use crate::registry::records::{InstanceRecord, ModelRecord};
@@ -34,6 +35,7 @@ pub struct Router {
     dataplane: DataplaneConfig,
     scaling: std::sync::Mutex<std::collections::HashMap<String, RateWindow>>,
     scaleup_rpm: u64,
+    limits: Arc<Limits>,
 }
 
 /// Requests seen for one model in the current window, and when a scale-up last started.
@@ -63,7 +65,19 @@ impl Router {
             dataplane,
             scaling: Default::default(),
             scaleup_rpm: DEFAULT_SCALEUP_RPM,
+            limits: Arc::new(Limits::new(LimitConfig::default())),
         }
+    }
+
+    /// Sets the request limits (in flight per pod and per copy).
+    pub fn with_limits(mut self, cfg: LimitConfig) -> Self {
+        self.limits = Arc::new(Limits::new(cfg));
+        self
+    }
+
+    /// The live request limits.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// The mesh behind this router.
@@ -88,7 +102,10 @@ impl Router {
     ) -> Result<(MetadataMap, Bytes), Status> {
         let started = Instant::now();
         let short = method.rsplit('/').next().unwrap_or(method).to_string();
-        let result = self.unary_inner(method, &md, body, hop).await;
+        let result = match self.limits.enter_pod() {
+            Ok(_permit) => self.unary_inner(method, &md, body, hop).await,
+            Err(s) => Err(s),
+        };
         let code = match &result {
             Ok(_) => "OK".to_string(),
             Err(s) => format!("{:?}", s.code()),
@@ -271,6 +288,10 @@ impl Router {
         let balanced = md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true");
         let (mut tried_copies, mut tried_loads) = (Vec::new(), Vec::new());
         let mut load_failures = 0;
+        // Set when a copy was full: the request then goes to another copy or fails with it,
+        // never to a new load (overload is not a reason to load more copies per request; the
+        // rate-based scale-up above adds copies).
+        let mut exhausted: Option<Status> = None;
         // Copy scaling: a model busy enough per copy gets another copy on a pod without one.
         if let Some((rec, _)) = self.mesh.registry.get(&id) {
             let instances = self.eligible_instances(&rec.model_type);
@@ -284,7 +305,8 @@ impl Router {
         }
         let mut last: Option<Status> = None;
         for _ in 0..MAX_ITERATIONS {
-            let loaded_here = self.mesh.local.try_hit(&id);
+            // A copy here already tried (full) is left to the routing decision below.
+            let loaded_here = !tried_copies.contains(&me) && self.mesh.local.try_hit(&id);
             let clustered = self.mesh.instances.len() > 1;
             if loaded_here {
                 match self
@@ -297,6 +319,13 @@ impl Router {
                         tried_copies.push(me.clone());
                         tried_loads.push(me.clone());
                         last = Some(s);
+                        continue;
+                    }
+                    // This copy is at its in-flight limit: another copy may have room.
+                    Err(s) if s.metadata().get(COPY_FULL).is_some() && clustered => {
+                        tried_copies.push(me.clone());
+                        tried_loads.push(me.clone());
+                        exhausted = Some(s);
                         continue;
                     }
                     r => return r,
@@ -368,7 +397,13 @@ impl Router {
                     "failed to load model {id}: {msg}"
                 )));
             }
-            match decide(&view) {
+            let decision = decide(&view);
+            if let (Some(s), Decision::LoadHere | Decision::ForwardLoad(_)) =
+                (&exhausted, &decision)
+            {
+                return Err(s.clone());
+            }
+            match decision {
                 Decision::ServeHere => {
                     return self
                         .serve_local(method, md, &body, target, id, deadline)
@@ -406,6 +441,12 @@ impl Router {
                         tried_copies.push(peer);
                         last = Some(s);
                     }
+                    // That pod or its copy is at a limit: try another copy.
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        tried_copies.push(peer.clone());
+                        tried_loads.push(peer);
+                        exhausted = Some(s);
+                    }
                     Err(s) => return Err(s),
                 },
                 Decision::ForwardLoad(peer) => match self
@@ -431,7 +472,7 @@ impl Router {
                 Decision::NoCandidate => break,
             }
         }
-        Err(last.unwrap_or_else(|| {
+        Err(exhausted.or(last).unwrap_or_else(|| {
             Status::unavailable(format!("no instance could serve model {id}; retry later"))
         }))
     }
@@ -589,8 +630,10 @@ impl Router {
                 }
                 req.set_timeout(left);
             }
+            let copy_permit = self.limits.enter_copy(&id)?;
             let t = Instant::now();
             let result = self.call(method, req).await;
+            drop(copy_permit);
             metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => method.rsplit('/').next().unwrap_or("").to_string())
                 .record(t.elapsed().as_secs_f64() * 1e3);
             match result {
@@ -648,13 +691,22 @@ impl Router {
     /// Routes a streaming call: the model is resolved from the headers or the first message,
     /// loaded here if needed, and every message is forwarded (with the id spliced in) on one
     /// runtime stream; responses flow back as they come.
+    /// The returned permit counts the stream against this pod's in-flight limit until the
+    /// caller drops it with the stream.
     pub async fn streaming(
         &self,
         method: &str,
         md: MetadataMap,
         mut inbound: tonic::Streaming<Bytes>,
-    ) -> Result<tonic::Response<tonic::Streaming<Bytes>>, Status> {
+    ) -> Result<
+        (
+            tonic::Response<tonic::Streaming<Bytes>>,
+            crate::limits::PodPermit,
+        ),
+        Status,
+    > {
         use futures::StreamExt;
+        let permit = self.limits.enter_pod()?;
         let first = match inbound.next().await {
             Some(Ok(m)) => m,
             Some(Err(s)) => return Err(s),
@@ -700,6 +752,6 @@ impl Router {
         );
         let (mut grpc, path) = self.client(method).await?;
         self.mesh.local.touch(&id);
-        grpc.streaming(req, path, RawCodec).await
+        Ok((grpc.streaming(req, path, RawCodec).await?, permit))
     }
 }

@@ -250,6 +250,7 @@ async fn start_pod(
         http_addr: None,
         load_models: vec![],
         grpc_socket: None,
+        faults: Default::default(),
     })
     .await?;
     let runtime_port = runtime
@@ -302,6 +303,7 @@ async fn start_pod(
         load_failure_expiry: Duration::from_secs(30),
         dataplane: DataplaneConfig::kserve_v2(),
         max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
+        limits: Default::default(),
         rest_addr: Some(SocketAddr::new(a.address, port(a.rest_port))),
         internal_addr: (pod.count > 1)
             .then(|| SocketAddr::new("127.0.0.1".parse().unwrap_or(a.address), 0)),
