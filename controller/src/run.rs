@@ -400,22 +400,35 @@ async fn spawn_mesh_watch<M: crate::mesh_client::MeshApi>(
 ) {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), &ctx.controller_namespace);
-    let json = match secrets.get_opt(&ctx.etcd_secret_name).await {
-        Ok(Some(s)) => s
-            .data
-            .and_then(|d| d.get(crate::plan::ETCD_KEY).cloned())
-            .and_then(|b| String::from_utf8(b.0).ok()),
-        Ok(None) => None,
+    let data = match secrets.get_opt(&ctx.etcd_secret_name).await {
+        Ok(Some(s)) => s.data.unwrap_or_default(),
+        Ok(None) => Default::default(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the etcd secret; mesh changes will not wake resources");
             return;
         }
     };
-    let Some(kv) =
-        json.and_then(|j| modelmesh_mesh::kv::config::KvConfig::from_connection_json(&j).ok())
-    else {
-        tracing::warn!(secret = %ctx.etcd_secret_name, "no valid etcd_connection; mesh changes will not wake resources");
-        return;
+    let json = data
+        .get(crate::plan::ETCD_KEY)
+        .and_then(|b| String::from_utf8(b.0.clone()).ok());
+    // `*_file` fields of the connection name other keys of the same secret.
+    let read = |name: &str| -> Result<Vec<u8>, String> {
+        data.get(name)
+            .map(|b| b.0.clone())
+            .ok_or_else(|| format!("the etcd secret has no key '{name}'"))
+    };
+    let parsed =
+        json.map(|j| modelmesh_mesh::kv::config::KvConfig::from_connection_json_with(&j, &read));
+    let kv = match parsed {
+        Some(Ok(kv)) => kv,
+        Some(Err(e)) => {
+            tracing::warn!(secret = %ctx.etcd_secret_name, error = %e, "invalid etcd_connection; mesh changes will not wake resources");
+            return;
+        }
+        None => {
+            tracing::warn!(secret = %ctx.etcd_secret_name, "no etcd_connection; mesh changes will not wake resources");
+            return;
+        }
     };
     let root = kv.root_prefix().to_string();
     let store = match modelmesh_mesh::sidecar::connect_kv(&kv).await {

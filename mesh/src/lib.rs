@@ -28,3 +28,4 @@ pub mod scaling;
 pub mod server;
 pub mod sidecar;
 pub mod status;
+pub mod tls;

@@ -45,6 +45,7 @@ pub struct Placement {
     constraints: TypeConstraints,
     labels: Vec<String>,
     peers: Mutex<HashMap<String, Channel>>,
+    peer_tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
     tie: AtomicU64,
     shared: crate::eligible::EligibleCache,
 }
@@ -63,6 +64,7 @@ impl Placement {
             constraints,
             labels,
             peers: Default::default(),
+            peer_tls: std::sync::OnceLock::new(),
             tie: AtomicU64::new(0),
             shared: crate::eligible::EligibleCache::new(crate::eligible::MAX_AGE),
         }
@@ -113,17 +115,29 @@ impl Placement {
         self.instances.get(self.local.instance_id()).is_some()
     }
 
+    /// Calls to peers' internal ports use TLS from now on (set once, at start-up).
+    pub fn use_tls(&self, cfg: tonic::transport::ClientTlsConfig) {
+        let _ = self.peer_tls.set(cfg);
+    }
+
     /// A pooled channel to a peer's internal port.
     pub fn peer(&self, addr: &str) -> Result<Channel, MeshError> {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let c = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let tls = self.peer_tls.get();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| MeshError::Unavailable(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(t) = tls {
+            endpoint = endpoint.tls_config(t.clone()).map_err(|e| {
+                MeshError::Unavailable(format!("TLS to peer {addr} cannot be set up: {e}"))
+            })?;
+        }
+        let c = endpoint.connect_lazy();
         peers.insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -201,12 +201,17 @@ pub fn router(r: Arc<Router>, extra: Option<axum::Router>) -> axum::Router {
     }
 }
 
-/// Serves REST on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves REST on `listener` (plain TCP or [`crate::tls::TlsListener`]) until `shutdown`
+/// resolves.
+pub async fn serve<L>(
+    listener: L,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

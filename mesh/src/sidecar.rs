@@ -45,6 +45,8 @@ pub struct SidecarConfig {
     pub max_message: usize,
     /// Requests in flight per pod and per copy, and queued loads.
     pub limits: crate::limits::LimitConfig,
+    /// TLS for the external gRPC port, REST and the internal hop (`MM_TLS_*`); `None`: plaintext.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// KServe v2 REST address.
     pub rest_addr: Option<SocketAddr>,
     /// Internal hop port between pods (upstream's 8080); `None` = single pod.
@@ -156,6 +158,7 @@ pub struct Sidecar {
     internal: Option<tokio::net::TcpListener>,
     prestop: Option<tokio::net::TcpListener>,
     max_message: usize,
+    tls: Option<crate::tls::TlsConfig>,
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
@@ -283,6 +286,10 @@ impl Sidecar {
             },
             mesh.leader.clone(),
         );
+        if let Some(tls) = &cfg.tls {
+            mesh.placement.use_tls(tls.internal_client());
+            tracing::info!(client_auth = ?tls.client_auth(), peer_name = %tls.internal_name(), "TLS on the gRPC, REST and internal ports");
+        }
         let janitor = crate::janitor::spawn(&mesh, cfg.janitor_every);
         spawn_instance_gauge(mesh.instances.clone());
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
@@ -300,6 +307,7 @@ impl Sidecar {
             internal,
             prestop,
             max_message: cfg.max_message,
+            tls: cfg.tls.clone(),
             shutdown_timeout: cfg.shutdown_timeout,
             ready: Arc::new(AtomicBool::new(true)),
             shutting_down,
@@ -345,11 +353,24 @@ impl Sidecar {
                 axum::extract::DefaultBodyLimit::max(self.max_message.saturating_mul(4)),
             );
             let mut rrx = rx.clone();
+            let acceptor = match &self.tls {
+                Some(t) => Some(
+                    t.rest_acceptor()
+                        .map_err(|e| SidecarError::Startup(e.to_string()))?,
+                ),
+                None => None,
+            };
             tokio::spawn(async move {
                 let stop = async move {
                     let _ = rrx.wait_for(|v| *v).await;
                 };
-                if let Err(e) = crate::rest::serve(rest, app, stop).await {
+                let served = match acceptor {
+                    Some(a) => {
+                        crate::rest::serve(crate::tls::TlsListener::new(rest, a), app, stop).await
+                    }
+                    None => crate::rest::serve(rest, app, stop).await,
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "REST server failed");
                 }
             });
@@ -385,8 +406,14 @@ impl Sidecar {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
             let mut irx = rx.clone();
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(t) = &self.tls {
+                builder = builder
+                    .tls_config(t.internal_server())
+                    .map_err(|e| SidecarError::Startup(format!("internal port TLS: {e}")))?;
+            }
             tokio::spawn(async move {
-                let r = tonic::transport::Server::builder()
+                let r = builder
                     .initial_connection_window_size(4 << 20)
                     .initial_stream_window_size(4 << 20)
                     .add_routes(tonic::service::Routes::from(routes))
@@ -405,7 +432,13 @@ impl Sidecar {
         let mut grx = rx.clone();
         let ready = self.ready.clone();
         let shutting_down = self.shutting_down.clone();
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &self.tls {
+            builder = builder
+                .tls_config(t.grpc_server())
+                .map_err(|e| SidecarError::Startup(format!("gRPC port TLS: {e}")))?;
+        }
+        let grpc = builder
             .initial_connection_window_size(4 << 20)
             .initial_stream_window_size(4 << 20)
             .add_routes(tonic::service::Routes::from(routes))

@@ -319,6 +319,7 @@ impl Etcd {
             let cfg = EtcdConfig {
                 endpoints: vec![self.endpoint()],
                 user: None,
+                tls: None,
             };
             if EtcdStore::connect(&cfg, Duration::from_millis(500))
                 .await
@@ -359,6 +360,7 @@ async fn etcd(dir: &Path) -> (Etcd, Arc<dyn KvStore>) {
     let cfg = EtcdConfig {
         endpoints: vec![e.endpoint()],
         user: None,
+        tls: None,
     };
     let store = EtcdStore::connect(&cfg, Duration::from_secs(5))
         .await
@@ -390,6 +392,7 @@ async fn etcd_watch_resumes_after_etcd_restarts() {
         &EtcdConfig {
             endpoints: vec![etcd.endpoint()],
             user: None,
+            tls: None,
         },
         Duration::from_secs(5),
     )
@@ -423,6 +426,7 @@ async fn etcd_unreachable_fails_fast_with_a_clear_error() {
     let cfg = EtcdConfig {
         endpoints: vec![format!("http://127.0.0.1:{}", free_port())],
         user: None,
+        tls: None,
     };
     let err = EtcdStore::connect(&cfg, Duration::from_secs(2))
         .await

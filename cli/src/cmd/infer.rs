@@ -30,6 +30,39 @@ pub struct Args {
     /// Send the id in the mm-vmodel-id header too (for meshes without the KServe dataplane config).
     #[arg(long)]
     header: bool,
+    /// Connect with TLS, trusting this CA (PEM); implied by an https:// --grpc address.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a mesh with MM_TLS_CLIENT_AUTH=REQUIRE (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Client key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Name to verify the mesh's certificate against (default: the --grpc host).
+    #[arg(long)]
+    tls_server_name: Option<String>,
+}
+
+/// The client TLS settings the flags ask for, if any.
+fn client_tls(a: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &a.tls_ca else {
+        if a.tls_cert.is_some() || a.grpc.starts_with("https://") {
+            anyhow::bail!("TLS needs --tls-ca <PEM> (the CA the mesh's certificate is signed by)");
+        }
+        return Ok(None);
+    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
+    }
+    if let Some(n) = &a.tls_server_name {
+        tls = tls.domain_name(n.clone());
+    }
+    Ok(Some(tls))
 }
 
 fn with_header<T>(mut r: tonic::Request<T>, a: &Args) -> tonic::Request<T> {
@@ -87,12 +120,19 @@ fn fill_shape(declared: &[i64], n: usize) -> Result<Vec<i64>, String> {
 
 /// Sends the request and prints the response as JSON.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    let tls = client_tls(&a)?;
     let uri = if a.grpc.contains("://") {
         a.grpc.clone()
+    } else if tls.is_some() {
+        format!("https://{}", a.grpc)
     } else {
         format!("http://{}", a.grpc)
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(uri.clone())?;
+    if let Some(t) = tls {
+        endpoint = endpoint.tls_config(t).context("TLS settings")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach {uri}"))?;

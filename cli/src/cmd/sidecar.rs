@@ -155,12 +155,94 @@ pub struct Args {
     /// Prometheus port (/metrics); 0 disables.
     #[arg(long, env = "MM_METRICS_PORT", default_value_t = 2112)]
     pub metrics_port: u16,
+    /// TLS certificate chain (PEM) for the gRPC, REST and internal ports; with
+    /// --tls-private-key-path, turns TLS on. Old names: MM_SVC_GRPC_CA_CERT_PATH,
+    /// TAS_SVC_GRPC_CA_CERT_PATH.
+    #[arg(long, env = "MM_TLS_KEY_CERT_PATH", value_name = "PEM")]
+    pub tls_key_cert_path: Option<std::path::PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted). Old names:
+    /// MM_SVC_GRPC_PRIVATE_KEY_PATH, TAS_SVC_GRPC_PRIVATE_KEY_PATH.
+    #[arg(long, env = "MM_TLS_PRIVATE_KEY_PATH", value_name = "PEM")]
+    pub tls_private_key_path: Option<std::path::PathBuf>,
+    /// Passphrase of an encrypted key: not supported (start-up fails saying so; decrypt the key).
+    #[arg(long, env = "MM_TLS_PRIVATE_KEY_PASSPHRASE", hide_env_values = true)]
+    pub tls_private_key_passphrase: Option<String>,
+    /// Client certificates on the gRPC and REST ports: NONE, OPTIONAL or REQUIRE (mutual TLS).
+    /// The internal port between pods always requires one.
+    #[arg(long, env = "MM_TLS_CLIENT_AUTH", default_value = "NONE")]
+    pub tls_client_auth: String,
+    /// CA certificates (PEM files, comma-separated) client and peer certificates are verified
+    /// against; default: the certificate chain itself.
+    #[arg(long, env = "MM_TLS_TRUST_CERT_PATH", value_name = "PEM[,PEM...]")]
+    pub tls_trust_cert_path: Option<String>,
+    /// Name pods verify each other's certificate against on the internal port; default: the
+    /// certificate's first DNS name.
+    #[arg(long, env = "MM_TLS_INTERNAL_SERVER_NAME")]
+    pub tls_internal_server_name: Option<String>,
     /// Seconds to wait for the runtime to report READY.
     #[arg(long, env = "MM_RUNTIME_STARTUP_TIMEOUT_SECS", default_value_t = 180)]
     pub runtime_startup_timeout: u64,
 }
 
+/// The first of these environment variables that is set and not empty.
+fn old_env(names: &[&str]) -> Option<std::path::PathBuf> {
+    names
+        .iter()
+        .find_map(|n| std::env::var_os(n).filter(|v| !v.is_empty()))
+        .map(Into::into)
+}
+
 impl Args {
+    /// TLS from the `MM_TLS_*` settings (and upstream's older names); `None` when off.
+    fn tls(&self) -> anyhow::Result<Option<modelmesh_mesh::tls::TlsConfig>> {
+        use modelmesh_mesh::tls::{ClientAuth, TlsConfig, TlsFiles};
+        let cert = self
+            .tls_key_cert_path
+            .clone()
+            .or_else(|| old_env(&["MM_SVC_GRPC_CA_CERT_PATH", "TAS_SVC_GRPC_CA_CERT_PATH"]));
+        let key = self.tls_private_key_path.clone().or_else(|| {
+            old_env(&[
+                "MM_SVC_GRPC_PRIVATE_KEY_PATH",
+                "TAS_SVC_GRPC_PRIVATE_KEY_PATH",
+            ])
+        });
+        let (cert, key) = match (cert, key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) => anyhow::bail!(
+                "MM_TLS_KEY_CERT_PATH is set but MM_TLS_PRIVATE_KEY_PATH is not: TLS needs both"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "MM_TLS_PRIVATE_KEY_PATH is set but MM_TLS_KEY_CERT_PATH is not: TLS needs both"
+            ),
+        };
+        if self
+            .tls_private_key_passphrase
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            anyhow::bail!(
+                "MM_TLS_PRIVATE_KEY_PASSPHRASE is set: encrypted private keys are not supported; decrypt the key (openssl pkcs8 -topk8 -nocrypt) and keep it in a Secret"
+            );
+        }
+        let files = TlsFiles {
+            cert_chain: cert,
+            private_key: key,
+            client_auth: ClientAuth::parse(&self.tls_client_auth)?,
+            trust: self
+                .tls_trust_cert_path
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(Into::into)
+                .collect(),
+            internal_server_name: self.tls_internal_server_name.clone(),
+        };
+        Ok(Some(TlsConfig::load(&files)?))
+    }
+
     /// The sidecar configuration these flags describe.
     pub fn config(&self) -> anyhow::Result<SidecarConfig> {
         let kv = KvConfig::parse(&self.kv_store).map_err(anyhow::Error::msg)?;
@@ -222,6 +304,7 @@ impl Args {
                 copy_requests: usize::try_from(self.max_inflight_per_model_copy).unwrap_or(0),
                 queued_loads: self.max_queued_loads,
             },
+            tls: self.tls()?,
             rest_addr: port(self.rest_port),
             internal_addr: port(self.internal_port),
             location: self

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod kserve;
+pub mod pki;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,25 @@ pub async fn wait_mesh_ready(sidecar: &mut Proc, port: u16) {
             .is_ok()
         }
     })
+    .await;
+}
+
+/// Waits until `GET path` on `port` answers 200.
+pub async fn wait_http_ok(proc_: &mut Proc, port: u16, path: &str) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    wait_until(
+        &format!("200 from {url}"),
+        proc_,
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        },
+    )
     .await;
 }
 
@@ -423,6 +443,8 @@ pub struct MeshPod {
     pub rest_port: u16,
     pub probe_port: u16,
     pub metrics_port: u16,
+    /// The internal port peers forward to.
+    pub internal_port: u16,
 }
 
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
@@ -489,6 +511,7 @@ pub async fn start_pod_with(
     .arg(&models);
     let adapter = Proc::spawn("adapter", cmd, dir.path());
     let (mport, rest, probe, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let internal = free_port();
     let mut cmd = modelmesh();
     cmd.args([
         "sidecar",
@@ -519,7 +542,7 @@ pub async fn start_pod_with(
         "--metrics-port",
         &metrics.to_string(),
         "--internal-port",
-        &free_port().to_string(),
+        &internal.to_string(),
     ])
     .args(
         extra
@@ -531,7 +554,12 @@ pub async fn start_pod_with(
         cmd.args(["--kv-store", "memory"]);
     }
     let mut sidecar = Proc::spawn("sidecar", cmd, dir.path());
-    wait_mesh_ready(&mut sidecar, mport).await;
+    if extra.contains(&"--tls-key-cert-path") {
+        // Its gRPC port speaks TLS; the probe port stays plain HTTP, as for the kubelet.
+        wait_http_ok(&mut sidecar, probe, "/ready").await;
+    } else {
+        wait_mesh_ready(&mut sidecar, mport).await;
+    }
     MeshPod {
         dir,
         runtime,
@@ -542,6 +570,7 @@ pub async fn start_pod_with(
         rest_port: rest,
         probe_port: probe,
         metrics_port: metrics,
+        internal_port: internal,
     }
 }
 
@@ -572,13 +601,20 @@ pub async fn wait_pods_see_each_other(pods: &mut [MeshPod]) {
 
 /// A real etcd (Debian etcd-server) on free loopback ports, killed on drop.
 pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
+    start_etcd_with(logdir, None).await
+}
+
+/// [`start_etcd`], serving clients over TLS with the test PKI's server certificate and
+/// requiring client certificates from its CA (`--client-cert-auth`) when `tls` is given.
+pub async fn start_etcd_with(logdir: &Path, tls: Option<&pki::Pki>) -> (Proc, String) {
     let bin = Path::new("/usr/bin/etcd");
     assert!(
         bin.exists(),
         "etcd is missing: run scripts/setup-peers.sh (installs Debian etcd-server)"
     );
     let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{client}");
     let mut cmd = Command::new(bin);
     cmd.args(["--name", "t1", "--data-dir"])
         .arg(logdir.join("etcd-data"))
@@ -600,14 +636,24 @@ pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
             "--heartbeat-interval=10",
             "--election-timeout=100",
         ]);
+    if let Some(t) = tls {
+        cmd.arg("--cert-file")
+            .arg(&t.server_cert)
+            .arg("--key-file")
+            .arg(&t.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&t.ca)
+            .arg("--client-cert-auth");
+    }
     let mut p = Proc::spawn("etcd", cmd, logdir);
-    let health = format!("127.0.0.1:{client}");
+    let health = format!("{url}/health");
+    let client = match tls {
+        Some(t) => t.http(true),
+        None => reqwest::Client::new(),
+    };
     wait_until("etcd", &mut p, Duration::from_secs(30), || {
-        let health = health.clone();
-        async move {
-            let r = reqwest::get(format!("http://{health}/health")).await;
-            matches!(r, Ok(r) if r.status().is_success())
-        }
+        let req = client.get(&health);
+        async move { matches!(req.send().await, Ok(r) if r.status().is_success()) }
     })
     .await;
     (p, url)

@@ -18,10 +18,48 @@ pub struct EtcdStore {
 /// How to reach etcd.
 #[derive(Debug, Clone, Default)]
 pub struct EtcdConfig {
-    /// `http://host:port` endpoints.
+    /// `http://host:port` (or `https://`) endpoints.
     pub endpoints: Vec<String>,
     /// Optional user name and password.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (with `https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings for the etcd client, from the connection JSON's `certificate[_file]`,
+/// `client_certificate[_file]`, `client_key[_file]` and `override_authority`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA certificates (PEM) etcd's certificate is verified against.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate chain and key (PEM), for etcd's `--client-cert-auth`.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to verify etcd's certificate against, instead of the endpoint's host.
+    pub authority: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    // Never prints the client key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca_bytes", &self.ca_pem.len())
+            .field("client_certificate", &self.client.is_some())
+            .field("authority", &self.authority)
+            .finish()
+    }
+}
+
+impl EtcdTls {
+    fn options(&self) -> ec::TlsOptions {
+        let mut o = ec::TlsOptions::new().ca_certificate(ec::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.client {
+            o = o.identity(ec::Identity::from_pem(cert, key));
+        }
+        if let Some(a) = &self.authority {
+            o = o.domain_name(a.clone());
+        }
+        o
+    }
 }
 
 fn unavailable(e: ec::Error) -> KvError {
@@ -49,6 +87,13 @@ impl EtcdStore {
             .with_timeout(Duration::from_secs(30));
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
+        }
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.options());
+        } else if cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+            return Err(KvError::Other(
+                "https etcd endpoints need a CA certificate: set certificate or certificate_file in the etcd connection".into(),
+            ));
         }
         let connect = ec::Client::connect(cfg.endpoints.clone(), Some(opts));
         let mut client = tokio::time::timeout(timeout, connect)

@@ -304,6 +304,7 @@ async fn start_pod(
         dataplane: DataplaneConfig::kserve_v2(),
         max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
         limits: Default::default(),
+        tls: None,
         rest_addr: Some(SocketAddr::new(a.address, port(a.rest_port))),
         internal_addr: (pod.count > 1)
             .then(|| SocketAddr::new("127.0.0.1".parse().unwrap_or(a.address), 0)),
