@@ -113,6 +113,17 @@ fn drop_all() -> Option<SecurityContext> {
     })
 }
 
+/// Our own containers (adapter, sidecar): no capabilities, no privilege escalation, not root,
+/// and a read-only root filesystem (they write only to the mounted models volume).
+fn hardened() -> Option<SecurityContext> {
+    Some(SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..drop_all()?
+    })
+}
+
 fn prestop_http() -> Option<Lifecycle> {
     Some(Lifecycle {
         pre_stop: Some(LifecycleHandler {
@@ -322,7 +333,7 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
             resources: Some(cfg.storage_helper_resources.clone()),
             volume_mounts: Some(mounts),
             lifecycle: prestop_http(),
-            security_context: drop_all(),
+            security_context: hardened(),
             ..Default::default()
         });
     }
@@ -460,7 +471,7 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
         // No preStop hook: SIGTERM itself starts the move of this pod's models, and the
         // runtime containers' preStop (/prestop) holds them up until it is done.
         lifecycle: None,
-        security_context: drop_all(),
+        security_context: hardened(),
         volume_mounts: Some(mm_mounts),
         ..Default::default()
     });

@@ -9,8 +9,10 @@
 //! Differences that are ours on purpose, and not compared: container images and commands (our
 //! image runs `modelmesh adapter` and `modelmesh sidecar`), the order of the containers before
 //! the sidecar, the sidecar's preStop hook (SIGTERM starts our model migration), extra sidecar
-//! env we add (`MM_REST_PORT`), and fields the API server fills in (termination message
-//! settings, pull policy, DNS and restart policy, scheduler, revision history).
+//! env we add (`MM_REST_PORT`), the hardening we add to our containers' security context
+//! (checked on its own: no privilege escalation, non-root, read-only root), and fields the
+//! API server fills in (termination message settings, pull policy, DNS and restart policy,
+//! scheduler, revision history).
 
 use modelmesh_controller::config::Config;
 use modelmesh_controller::crd::ClusterServingRuntime;
@@ -212,9 +214,10 @@ fn check(snapshot: &str, runtime_file: &str, config_file: &str) {
         ge.remove("RUNTIME_VERSION");
         we.remove("RUNTIME_VERSION");
         assert_eq!(ge, we, "{snapshot}: {n} env");
-        for f in ["volumeMounts", "resources", "lifecycle", "securityContext"] {
+        for f in ["volumeMounts", "resources", "lifecycle"] {
             assert_eq!(g[f], w[f], "{snapshot}: {n} {f}");
         }
+        check_hardened(snapshot, &n, g, w);
         assert_eq!(
             g["image"], w["image"],
             "{snapshot}: {n} image comes from the config"
@@ -243,10 +246,27 @@ fn check(snapshot: &str, runtime_file: &str, config_file: &str) {
         "livenessProbe",
         "volumeMounts",
         "resources",
-        "securityContext",
         "image",
     ] {
         assert_eq!(g[f], w[f], "{snapshot}: mm {f}");
+    }
+    check_hardened(snapshot, "mm", g, w);
+}
+
+/// Our containers keep upstream's security context (capabilities dropped) and add: no
+/// privilege escalation, non-root, read-only root filesystem.
+fn check_hardened(snapshot: &str, name: &str, got: &Value, want: &Value) {
+    let (g, w) = (&got["securityContext"], &want["securityContext"]);
+    assert_eq!(
+        g["capabilities"], w["capabilities"],
+        "{snapshot}: {name} capabilities"
+    );
+    for (field, value) in [
+        ("allowPrivilegeEscalation", false),
+        ("readOnlyRootFilesystem", true),
+        ("runAsNonRoot", true),
+    ] {
+        assert_eq!(g[field], Value::from(value), "{snapshot}: {name} {field}");
     }
 }
 

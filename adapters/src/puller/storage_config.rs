@@ -8,12 +8,22 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// One resolved storage entry: its `type` plus provider fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StorageConfig {
     /// Provider type: `s3`, `gcs`, `azure`, `http`, `pvc` or `local`.
     pub kind: String,
     /// All fields, including `type`.
     pub fields: Map<String, Value>,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    // Entries hold credentials: print the field names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl StorageConfig {

@@ -7,7 +7,7 @@
 use super::etcd::{EtcdConfig, EtcdTls};
 
 /// A parsed `KV_STORE`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum KvConfig {
     /// Embedded store, optionally snapshotted to a file.
     Memory(Option<std::path::PathBuf>),
@@ -22,6 +22,27 @@ pub enum KvConfig {
         /// TLS to etcd.
         tls: Option<EtcdTls>,
     },
+}
+
+impl std::fmt::Debug for KvConfig {
+    // Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvConfig::Memory(p) => f.debug_tuple("Memory").field(p).finish(),
+            KvConfig::Etcd {
+                endpoints,
+                user,
+                root_prefix,
+                tls,
+            } => f
+                .debug_struct("Etcd")
+                .field("endpoints", endpoints)
+                .field("user", &user.as_ref().map(|(u, _)| u))
+                .field("root_prefix", root_prefix)
+                .field("tls", tls)
+                .finish(),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -263,6 +284,11 @@ mod tests {
             !format!("{tls:?}").contains("KEY"),
             "the key is never printed"
         );
+        let with_password = KvConfig::from_connection_json(
+            r#"{"endpoints":"e:1","userid":"u","password":"hunter2"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{with_password:?} {:?}", with_password.etcd()).contains("hunter2"));
         let bad = |json: &str| KvConfig::from_connection_json(json).unwrap_err();
         assert!(bad(r#"{"endpoints":"https://e:2379"}"#).contains("needs the CA"));
         assert!(

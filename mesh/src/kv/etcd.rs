@@ -16,7 +16,7 @@ pub struct EtcdStore {
 }
 
 /// How to reach etcd.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EtcdConfig {
     /// `http://host:port` (or `https://`) endpoints.
     pub endpoints: Vec<String>,
@@ -24,6 +24,17 @@ pub struct EtcdConfig {
     pub user: Option<(String, String)>,
     /// TLS to etcd (with `https://` endpoints).
     pub tls: Option<EtcdTls>,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    // Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// TLS settings for the etcd client, from the connection JSON's `certificate[_file]`,
