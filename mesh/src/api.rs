@@ -56,9 +56,12 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::EnsureLoadedRequest>,
     ) -> Result<Response<pb::ModelStatusInfo>, Status> {
-        let here = self.internal && Hop::from_header(r.metadata()) == Hop::LoadHere;
+        if !self.internal {
+            crate::proxy::refuse_hop_metadata(r.metadata())?;
+        }
+        let here = self.internal && Hop::from_header(r.metadata())? == Hop::LoadHere;
         let balanced = balanced(r.metadata());
-        let size = crate::proxy::known_size(r.metadata());
+        let size = crate::proxy::known_size(r.metadata())?;
         let r = r.into_inner();
         if let (true, Some(bytes)) = (here, size) {
             self.mesh.local.hint_size(&r.model_id, bytes);

@@ -26,7 +26,7 @@ impl TypeConstraints {
     /// Parses the JSON form; the error says what is wrong.
     pub fn parse(json: &str) -> Result<Self, String> {
         let by_type: HashMap<String, Constraint> =
-            serde_json::from_str(json).map_err(|e| format!("invalid type constraints: {e}"))?;
+            crate::json::parse(json).map_err(|e| format!("invalid type constraints: {e}"))?;
         Ok(TypeConstraints { by_type })
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod idpath;
 pub mod instance;
 pub mod janitor;
+pub mod json;
 pub mod kv;
 pub mod leader;
 pub mod limits;

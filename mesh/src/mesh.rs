@@ -68,6 +68,19 @@ fn nonempty(what: &str, v: &str) -> Result<(), MeshError> {
     }
 }
 
+/// An id for a new model or vmodel: not empty, and usable as a KV key segment and a directory
+/// name in every runtime (adapters store a model's files under its id).
+fn valid_id(what: &str, v: &str) -> Result<(), MeshError> {
+    nonempty(what, v)?;
+    if v == "." || v == ".." || v.contains(['/', '\\']) || v.chars().any(char::is_control) {
+        return Err(MeshError::InvalidArgument(format!(
+            "{what} '{}' may not be '.' or '..' or contain '/', '\\' or control characters",
+            v.escape_default()
+        )));
+    }
+    Ok(())
+}
+
 fn encode<R: serde::Serialize>(r: &R) -> Result<Vec<u8>, MeshError> {
     serde_json::to_vec(r).map_err(|e| MeshError::Unavailable(format!("cannot encode record: {e}")))
 }
@@ -216,7 +229,7 @@ impl Mesh {
         self: &Arc<Self>,
         req: pb::RegisterModelRequest,
     ) -> Result<ModelStatusInfo, MeshError> {
-        nonempty("modelId", &req.model_id)?;
+        valid_id("modelId", &req.model_id)?;
         let info = req.model_info.unwrap_or_default();
         nonempty("modelInfo.type", &info.r#type)?;
         let now = now_ms();
@@ -244,9 +257,10 @@ impl Mesh {
             })
             .await?;
         if conflict {
-            return Err(MeshError::AlreadyExists(
-                "Model already exists with different attribute values".into(),
-            ));
+            return Err(MeshError::AlreadyExists(format!(
+                "Model already exists with different attribute values (model {}: its type, path or key differ; unregister it first or use another id)",
+                req.model_id
+            )));
         }
         tracing::info!(model = %req.model_id, "model registered");
         if req.load_now {
@@ -417,8 +431,8 @@ impl Mesh {
         self: &Arc<Self>,
         req: pb::SetVModelRequest,
     ) -> Result<VModelStatusInfo, MeshError> {
-        nonempty("vModelId", &req.v_model_id)?;
-        nonempty("targetModelId", &req.target_model_id)?;
+        valid_id("vModelId", &req.v_model_id)?;
+        valid_id("targetModelId", &req.target_model_id)?;
         if let Some(info) = &req.model_info {
             nonempty("modelInfo.type", &info.r#type)?;
         }
@@ -446,9 +460,9 @@ impl Mesh {
                     return Err(MeshError::ModelNotFound(format!("Target model {tid}")));
                 }
                 (Some((r, _)), Some(info)) if !info_matches(r, info) => {
-                    return Err(MeshError::AlreadyExists(
-                        "Model already exists with different attribute values".into(),
-                    ));
+                    return Err(MeshError::AlreadyExists(format!(
+                        "Model already exists with different attribute values (target model {tid}: its type, path or key differ)"
+                    )));
                 }
                 _ => {}
             }

@@ -61,7 +61,7 @@ impl UnaryService<Bytes> for ProxyCall {
         Box::pin(async move {
             let (md, _, body) = req.into_parts();
             let hop = if internal {
-                crate::proxy::Hop::from_header(&md)
+                crate::proxy::Hop::from_header(&md)?
             } else {
                 crate::proxy::Hop::External
             };

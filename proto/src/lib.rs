@@ -25,6 +25,7 @@ pub mod inference {
     }
 }
 
+pub mod codec;
 pub mod kserve_json;
 pub mod text_format;
 

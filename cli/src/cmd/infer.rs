@@ -120,6 +120,16 @@ fn fill_shape(declared: &[i64], n: usize) -> Result<Vec<i64>, String> {
 
 /// Sends the request and prints the response as JSON.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    // Local mistakes first, before any connection.
+    let mut given = std::collections::HashMap::new();
+    for i in &a.inputs {
+        let (name, json) = i
+            .split_once('=')
+            .with_context(|| format!("--input {i}: expected NAME=JSON"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(json).with_context(|| format!("--input {name}: not JSON"))?;
+        given.insert(name.to_string(), v);
+    }
     let tls = client_tls(&a)?;
     let uri = if a.grpc.contains("://") {
         a.grpc.clone()
@@ -155,15 +165,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             )
         })?
         .into_inner();
-    let mut given = std::collections::HashMap::new();
-    for i in &a.inputs {
-        let (name, json) = i
-            .split_once('=')
-            .with_context(|| format!("--input {i}: expected NAME=JSON"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(json).with_context(|| format!("--input {name}: not JSON"))?;
-        given.insert(name.to_string(), v);
-    }
     let mut body = serde_json::json!({ "inputs": [] });
     for t in &md.inputs {
         let data = match given.remove(&t.name) {

@@ -94,7 +94,7 @@ pub struct Args {
     pub max_message_size: usize,
     /// Requests in flight on this pod (gRPC, REST, forwarded and streams) above which new ones
     /// are refused at once with RESOURCE_EXHAUSTED; 0 = unlimited.
-    #[arg(long, env = "MM_MAX_INFLIGHT_REQUESTS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_INFLIGHT_REQUESTS)]
+    #[arg(long, env = "MM_MAX_INFLIGHT_REQUESTS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_INFLIGHT_REQUESTS, allow_negative_numbers = true)]
     pub max_inflight_requests: usize,
     /// Requests in flight on one local copy of a model above which new ones go to another copy
     /// or are refused with RESOURCE_EXHAUSTED; 0 or below = unlimited.
@@ -107,7 +107,7 @@ pub struct Args {
     pub max_inflight_per_model_copy: i64,
     /// Loads that may wait for a load slot on this pod; a request needing a new load beyond it
     /// is refused with RESOURCE_EXHAUSTED; 0 = unlimited.
-    #[arg(long, env = "MM_MAX_QUEUED_LOADS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_QUEUED_LOADS)]
+    #[arg(long, env = "MM_MAX_QUEUED_LOADS", default_value_t = modelmesh_mesh::limits::DEFAULT_MAX_QUEUED_LOADS, allow_negative_numbers = true)]
     pub max_queued_loads: usize,
     /// Internal port for requests forwarded between pods; 0 = single pod (no forwarding).
     #[arg(long, env = "MM_INTERNAL_PORT", default_value_t = 8080)]

@@ -445,6 +445,8 @@ pub struct MeshPod {
     pub metrics_port: u16,
     /// The internal port peers forward to.
     pub internal_port: u16,
+    /// The adapter's ModelRuntime port.
+    pub adapter_port: u16,
 }
 
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
@@ -571,6 +573,7 @@ pub async fn start_pod_with(
         probe_port: probe,
         metrics_port: metrics,
         internal_port: internal,
+        adapter_port: aport,
     }
 }
 

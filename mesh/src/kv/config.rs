@@ -165,7 +165,7 @@ impl KvConfig {
         text: &str,
         read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
     ) -> Result<KvConfig, String> {
-        let f: ConnectionFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let f: ConnectionFile = crate::json::parse(text)?;
         let user = match (f.userid, f.password) {
             (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
             _ => None,

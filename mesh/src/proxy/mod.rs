@@ -139,11 +139,7 @@ impl Router {
         if hop == Hop::External {
             refuse_hop_metadata(md)?;
         }
-        let deadline = md
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_timeout)
-            .map(|d| Instant::now() + d);
+        let deadline = request_deadline(md)?;
         let target = find_target(method, md, &body, &self.dataplane)?;
         let id = self.resolve(&target).await?;
         match hop {
@@ -161,7 +157,7 @@ impl Router {
                     .await
             }
             Hop::LoadHere => {
-                if let Some(bytes) = known_size(md) {
+                if let Some(bytes) = known_size(md)? {
                     self.mesh.local.hint_size(&id, bytes);
                 }
                 self.serve_local(method, md, &body, &target, id, deadline)
@@ -681,6 +677,21 @@ impl Router {
     ) -> Result<tonic::Response<Bytes>, Status> {
         let (mut grpc, path) = self.client(method).await?;
         grpc.unary(req, path, RawCodec).await
+    }
+}
+
+/// The deadline a client set (`grpc-timeout`); a value that is not a gRPC timeout is refused
+/// rather than silently dropped.
+fn request_deadline(md: &MetadataMap) -> Result<Option<Instant>, Status> {
+    let Some(v) = md.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    match v.to_str().ok().and_then(parse_timeout) {
+        // A timeout too far away to represent is no deadline (never a panic).
+        Some(d) => Ok(Instant::now().checked_add(d)),
+        None => Err(Status::invalid_argument(format!(
+            "grpc-timeout {v:?} is not a gRPC timeout (digits and a unit of H, M, S, m, u or n, e.g. 500m)"
+        ))),
     }
 }
 

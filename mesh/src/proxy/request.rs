@@ -21,12 +21,18 @@ pub enum Hop {
 }
 
 impl Hop {
-    /// The hop a peer asked for in the `mm-hop` header (internal port only).
-    pub fn from_header(md: &MetadataMap) -> Hop {
-        match md.get(HOP).and_then(|v| v.to_str().ok()) {
-            Some("hit") => Hop::HitOnly,
-            Some("load") => Hop::LoadHere,
-            _ => Hop::External,
+    /// The hop a peer asked for in the `mm-hop` header (internal port only); no header is a
+    /// request routed as from a client, any other value is refused.
+    pub fn from_header(md: &MetadataMap) -> Result<Hop, Status> {
+        let Some(v) = md.get(HOP) else {
+            return Ok(Hop::External);
+        };
+        match v.to_str() {
+            Ok("hit") => Ok(Hop::HitOnly),
+            Ok("load") => Ok(Hop::LoadHere),
+            _ => Err(Status::invalid_argument(format!(
+                "{HOP} must be 'hit' or 'load', not {v:?}"
+            ))),
         }
     }
 }
@@ -37,9 +43,18 @@ pub const HOP: &str = "mm-hop";
 /// it (it held a copy), so the receiver admits it at its true size.
 pub const KNOWN_SIZE: &str = "mm-known-size";
 
-/// The known size a peer sent, if any.
-pub fn known_size(md: &MetadataMap) -> Option<u64> {
-    md.get(KNOWN_SIZE)?.to_str().ok()?.parse().ok()
+/// The known size a peer sent, if any; a value that is not a byte count is refused.
+pub fn known_size(md: &MetadataMap) -> Result<Option<u64>, Status> {
+    let Some(v) = md.get(KNOWN_SIZE) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("{KNOWN_SIZE} must be a byte count, not {v:?}"))
+        })
 }
 
 /// Refuses the metadata that steers hops between pods (`mm-hop`, `mm-known-size`) on a request
@@ -123,7 +138,7 @@ pub fn find_target(
     let vmodel = header(md, "mm-vmodel-id")?;
     match (model, vmodel) {
         (Some(_), Some(_)) => Err(Status::invalid_argument(
-            "must include only one of model id and vmodel id",
+            "must include only one of model id and vmodel id (headers mm-model-id and mm-vmodel-id)",
         )),
         (Some(m), None) if m.is_empty() => Err(Status::invalid_argument(
             "provided model-id header must be non-empty",
@@ -248,10 +263,23 @@ mod tests {
 
     #[test]
     fn known_size_is_read_only_when_it_is_a_number() {
-        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "39508")])), Some(39508));
-        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "big")])), None);
-        assert_eq!(known_size(&md(&[(KNOWN_SIZE, "-1")])), None);
-        assert_eq!(known_size(&md(&[])), None);
+        assert_eq!(
+            known_size(&md(&[(KNOWN_SIZE, "39508")])).ok(),
+            Some(Some(39508))
+        );
+        for bad in ["big", "-1"] {
+            let e = known_size(&md(&[(KNOWN_SIZE, bad)])).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument);
+            assert!(e.message().contains(KNOWN_SIZE), "{}", e.message());
+        }
+        assert_eq!(known_size(&md(&[])).ok(), Some(None));
+        assert_eq!(
+            Hop::from_header(&md(&[(HOP, "hit")])).ok(),
+            Some(Hop::HitOnly)
+        );
+        assert_eq!(Hop::from_header(&md(&[])).ok(), Some(Hop::External));
+        let e = Hop::from_header(&md(&[(HOP, "jump")])).unwrap_err();
+        assert!(e.message().contains("'hit' or 'load'"), "{}", e.message());
     }
 
     #[test]
