@@ -22,6 +22,9 @@ pub enum CopyStatus {
     Loaded,
     /// The load failed (message).
     Failed(String),
+    /// The load could not run for a reason outside the model (the KV store or the runtime
+    /// was unavailable): waiters get UNAVAILABLE, and nothing is held against the model.
+    Interrupted(String),
 }
 
 /// Tunables.
@@ -307,6 +310,7 @@ impl LocalModels {
         }
         match status {
             CopyStatus::Loaded => Ok(()),
+            CopyStatus::Interrupted(message) => Err(MeshError::Unavailable(message)),
             CopyStatus::Failed(message) => Err(MeshError::LoadFailed {
                 id: id.to_string(),
                 message,
@@ -413,27 +417,9 @@ impl LocalModels {
         while self.lock().unloading.contains(&id) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _permit = self.queue.acquire(priority).await;
-        metrics::histogram!("modelmesh_loading_queue_delay_milliseconds")
-            .record(queued.elapsed().as_secs_f64() * 1e3);
-        // Wait until evicted copies are really unloaded, so the runtime never exceeds capacity.
-        loop {
-            let notified = self.space.notified();
-            if self.lock().lru.load_may_start() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return self
-                    .fail(
-                        &id,
-                        "timed out waiting for evicted models to unload".into(),
-                        &mine,
-                    )
-                    .await;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-        }
-        // Register first, load second: peers (and status calls) see the copy as loading.
+        // Register first, before waiting for a load slot: peers (and status calls) see the copy
+        // as loading and send requests for the model here to wait for it, instead of loading
+        // duplicates elsewhere while this one queues.
         let me = self.cfg.instance_id.clone();
         let start = now_ms();
         let reg = self
@@ -456,11 +442,38 @@ impl LocalModels {
                     .fail(&id, format!("model {id} was unregistered"), &mine)
                     .await;
             }
+            // The store is down: not the model's failure; nothing was registered or loaded.
             Err(e) => {
-                return self
-                    .fail(&id, format!("cannot register the copy: {e}"), &mine)
-                    .await;
+                let msg = format!(
+                    "cannot register the copy of model {id} (KV store unavailable; retry): {e}"
+                );
+                return self.interrupt(&id, msg, &mine, false).await;
             }
+        }
+        if !self.is_current(&id, &mine) {
+            // Evicted or removed meanwhile: make sure the registration just written goes too.
+            return self.deregister_unless_reloading(&id).await;
+        }
+        let _permit = self.queue.acquire(priority).await;
+        metrics::histogram!("modelmesh_loading_queue_delay_milliseconds")
+            .record(queued.elapsed().as_secs_f64() * 1e3);
+        if !self.is_current(&id, &mine) {
+            return self.deregister_unless_reloading(&id).await;
+        }
+        // Wait until evicted copies are really unloaded, so the runtime never exceeds capacity.
+        loop {
+            let notified = self.space.notified();
+            if self.lock().lru.load_may_start() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                // The runtime is slow to unload: not this model's failure.
+                let msg = format!(
+                    "model {id} not loaded: timed out waiting for evicted models to unload; retry later"
+                );
+                return self.interrupt(&id, msg, &mine, true).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
         }
         tracing::info!(model = %id, "loading model");
         let t = Instant::now();
@@ -525,6 +538,8 @@ impl LocalModels {
                     self.spawn_unload(v, "evicted");
                 }
             }
+            // The runtime is down (crashed, restarting): try again later or elsewhere.
+            Ok(Err(MeshError::Unavailable(msg))) => self.interrupt(&id, msg, &mine, true).await,
             Ok(Err(e)) => self.fail(&id, e.to_string(), &mine).await,
             Err(_) => {
                 let msg = format!(
@@ -585,6 +600,55 @@ impl LocalModels {
             Self::publish_usage(&inner);
         }
         self.spawn_unload(id.to_string(), "load failed");
+    }
+
+    /// Drops a copy whose load could not run for a reason outside the model (store or runtime
+    /// unavailable): its registration is withdrawn (`registered`), nothing is remembered as a
+    /// failure, and waiters get UNAVAILABLE so they retry, here or on another pod.
+    async fn interrupt(
+        self: &Arc<Self>,
+        id: &str,
+        message: String,
+        mine: &watch::Sender<CopyStatus>,
+        registered: bool,
+    ) {
+        if !self.is_current(id, mine) {
+            if !self.lock().copies.contains_key(id) {
+                self.spawn_unload(id.to_string(), "removed while loading");
+            }
+            return;
+        }
+        tracing::warn!(model = id, reason = %message, "model load interrupted; it will be retried when needed");
+        metrics::counter!("modelmesh_loadmodel_interrupted").increment(1);
+        if registered {
+            let me = self.cfg.instance_id.clone();
+            let _ = self
+                .registry
+                .update(id, |cur| match cur {
+                    Some(r) if r.instance_ids.contains_key(&me) => {
+                        let mut r = r.clone();
+                        r.instance_ids.remove(&me);
+                        Update::Put(r)
+                    }
+                    _ => Update::Keep,
+                })
+                .await;
+        }
+        {
+            let mut inner = self.lock();
+            if !inner.copies.get(id).is_some_and(|c| c.same_channel(mine)) {
+                return;
+            }
+            inner.lru.remove(id);
+            if let Some(tx) = inner.copies.remove(id) {
+                tx.send_replace(CopyStatus::Interrupted(message));
+            }
+            Self::publish_usage(&inner);
+        }
+        if registered {
+            // The runtime may hold part of it when it comes back (an unknown model unloads fine).
+            self.spawn_unload(id.to_string(), "load interrupted");
+        }
     }
 
     /// Drops a copy and unloads it (model unregistered, or evicted on purpose).

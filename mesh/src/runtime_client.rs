@@ -78,7 +78,13 @@ pub struct RuntimeClient {
 }
 
 fn runtime_err(what: &str, id: &str, s: tonic::Status) -> MeshError {
+    // A runtime that died mid-call shows as a transport error with no status of its own.
+    let lost = crate::proxy::connection_lost(&s);
     match s.code() {
+        _ if lost => MeshError::Unavailable(format!(
+            "runtime connection lost during {what} of {id}: {}",
+            s.message()
+        )),
         Code::Unavailable => MeshError::Unavailable(format!(
             "runtime unavailable during {what} of {id}: {}",
             s.message()

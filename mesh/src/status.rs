@@ -21,6 +21,8 @@ pub fn model_status(rec: Option<&ModelRecord>, local: Option<&CopyStatus>) -> Mo
         Some(CopyStatus::Loading) => ModelStatus::Loading,
         // This pod's own failure is fresher than a registry copy that may still list it.
         Some(CopyStatus::Failed(_)) => ModelStatus::LoadingFailed,
+        Some(CopyStatus::Interrupted(_)) if !rec.instance_ids.is_empty() => ModelStatus::Loading,
+        Some(CopyStatus::Interrupted(_)) => ModelStatus::NotLoaded,
         _ if !rec.instance_ids.is_empty() => ModelStatus::Loading,
         None if !rec.failed_in.is_empty() => ModelStatus::LoadingFailed,
         None => ModelStatus::NotLoaded,

@@ -144,7 +144,11 @@ impl Router {
         let id = self.resolve(&target).await?;
         match hop {
             Hop::HitOnly => {
-                if !self.mesh.local.try_hit(&id) {
+                // A copy still loading here is waited for: the sender chose this pod because
+                // the registry lists the copy, and turning it away would load a duplicate.
+                let here = self.mesh.local.try_hit(&id)
+                    || self.mesh.local.status(&id) == Some(crate::local::CopyStatus::Loading);
+                if !here {
                     let mut s = Status::not_found(format!(
                         "model {id} is not loaded on instance {}",
                         self.mesh.local.instance_id()

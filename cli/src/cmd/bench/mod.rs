@@ -2,6 +2,7 @@
 //! measured in the same run, and print ratios.
 
 mod cache_miss;
+mod chaos;
 mod churn;
 mod footprint;
 mod forward;
@@ -52,6 +53,11 @@ enum Scenario {
     /// Routing, placement, proactive-loading and scale-down decision times in a simulated
     /// cluster of 1,000 pods and 1,000,000 models vs 50 pods and 10,000 models (in process).
     Scale(scale::Args),
+    /// Chaos soak (minutes; not a test): a 3-pod mesh on a real etcd under steady load and
+    /// model churn while pods, runtimes and etcd are SIGKILLed and restarted and loads are
+    /// delayed; checks that only retryable codes fail, no registration is lost and RSS stays
+    /// flat, and prints the longest unavailability of any model.
+    Chaos(chaos::Args),
 }
 
 /// Runs the chosen scenario.
@@ -64,5 +70,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Scenario::CacheMiss(a) => cache_miss::run(a).await,
         Scenario::Churn(a) => churn::run(a).await,
         Scenario::Scale(a) => scale::run(a).await,
+        Scenario::Chaos(a) => chaos::run(a).await,
     }
 }
