@@ -144,12 +144,27 @@ async fn etcd_outage_does_not_fail_requests_to_loaded_models() {
         load_loop(pods[0].mesh_port, ids.clone(), input.clone(), stop.clone()),
         load_loop(pods[1].mesh_port, ids.clone(), input.clone(), stop.clone()),
     ];
+    register_all(&mut mgmt, &["cold".to_string()], "tiny-regression").await;
     // Stop etcd for 20 s (SIGSTOP keeps its data and ports; nothing answers meanwhile).
     let pid = etcd.child.id().to_string();
     std::process::Command::new("kill")
         .args(["-STOP", &pid])
         .status()
         .expect("kill -STOP");
+    // A model that needs a load now cannot be registered where it loads: the request may
+    // wait or get a retryable code, but it is never a load failure held against the model.
+    let mut cold = Infer::new(channel(pods[1].mesh_port));
+    let mut r = req("cold", &input, false);
+    r.set_timeout(Duration::from_secs(5));
+    if let Err(s) = cold.model_infer(r).await {
+        assert!(
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            "a load during the outage failed with {s:?}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(20)).await;
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
@@ -176,6 +191,12 @@ async fn etcd_outage_does_not_fail_requests_to_loaded_models() {
             .into_inner();
         assert_ne!(s.status, ModelStatus::NotFound as i32, "{id} lost");
     }
+    // The model whose load the outage interrupted loads and serves now.
+    let mut r = req("cold", &input, false);
+    r.set_timeout(Duration::from_secs(60));
+    cold.model_infer(r)
+        .await
+        .expect("the interrupted model loads after the outage");
     mgmt.register_model(mm::RegisterModelRequest {
         model_id: "after".into(),
         model_info: info("typed-ops"),

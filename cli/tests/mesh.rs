@@ -293,6 +293,82 @@ async fn routes_by_vmodel_header_model_header_and_model_name() {
 }
 
 #[tokio::test]
+async fn a_copy_moved_here_takes_only_free_room_and_never_evicts() {
+    // Room for exactly two mnist copies (5 units each, see the LRU test below).
+    let pod = start_mesh_pod(10 * 8192, 8192, &[]).await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    for id in ["a", "b", "moved"] {
+        register(&mut mgmt, id, "mnist-classifier").await;
+    }
+    // A peer's load hop, as the janitor sends when it moves a copy its pod evicted.
+    let mut internal = ModelMeshClient::new(channel(pod.internal_port));
+    let hop = |id: &str, room: Option<&str>| {
+        let mut r = tonic::Request::new(mm::EnsureLoadedRequest {
+            model_id: id.into(),
+            sync: true,
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("mm-hop", "load".parse().expect("ascii"));
+        if let Some(v) = room {
+            r.metadata_mut()
+                .insert("mm-room-only", v.parse().expect("ascii"));
+        }
+        r
+    };
+    for id in ["a", "b"] {
+        let s = internal
+            .ensure_loaded(hop(id, None))
+            .await
+            .expect("load hop");
+        assert_eq!(s.into_inner().status, ModelStatus::Loaded as i32, "{id}");
+    }
+    // Full: a moved copy is refused at once, and nothing is evicted for it.
+    let e = internal
+        .ensure_loaded(hop("moved", Some("free")))
+        .await
+        .expect_err("a full pod took a moved copy");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("moved") && e.message().contains("never evicts"),
+        "{}",
+        e.message()
+    );
+    for id in ["a", "b"] {
+        assert!(
+            runtime_ready(pod.runtime_port, id).await,
+            "{id} was evicted"
+        );
+    }
+    assert!(!runtime_ready(pod.runtime_port, "moved").await);
+    // A bad value is refused; clients may not send the header at all.
+    let e = internal
+        .ensure_loaded(hop("moved", Some("some")))
+        .await
+        .expect_err("bad mm-room-only");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let mut r = tonic::Request::new(mm::EnsureLoadedRequest {
+        model_id: "moved".into(),
+        ..Default::default()
+    });
+    r.metadata_mut()
+        .insert("mm-room-only", "free".parse().expect("ascii"));
+    let e = mgmt
+        .ensure_loaded(r)
+        .await
+        .expect_err("external mm-room-only");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("mm-room-only"), "{}", e.message());
+    // An ordinary load hop may evict: it loads, and the least recently used copy goes.
+    let s = internal
+        .ensure_loaded(hop("moved", None))
+        .await
+        .expect("load hop that may evict");
+    assert_eq!(s.into_inner().status, ModelStatus::Loaded as i32);
+    assert!(runtime_ready(pod.runtime_port, "moved").await);
+}
+
+#[tokio::test]
 async fn lru_evicts_the_least_recently_used_and_reloads_it_transparently() {
     // The mnist example is 31,606 bytes on disk: 39,508 bytes (5 units of 8 KiB) with the
     // adapter's 1.25 multiplier. Capacity for exactly three copies: 15 units.

@@ -62,12 +62,13 @@ impl ModelMesh for MeshApi {
         let here = self.internal && Hop::from_header(r.metadata())? == Hop::LoadHere;
         let balanced = balanced(r.metadata());
         let size = crate::proxy::known_size(r.metadata())?;
+        let room = crate::proxy::room(r.metadata())?;
         let r = r.into_inner();
         if let (true, Some(bytes)) = (here, size) {
             self.mesh.local.hint_size(&r.model_id, bytes);
         }
         let status = if here {
-            self.mesh.ensure_here(&r.model_id, r.sync).await?
+            self.mesh.ensure_here(&r.model_id, r.sync, room).await?
         } else {
             self.mesh
                 .ensure_loaded(&r.model_id, r.sync, balanced)

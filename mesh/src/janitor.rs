@@ -2,6 +2,7 @@
 //! (scale-down, decided by `scaling::scale_down`), and moving a model this pod evicted to a
 //! pod with room when no other pod holds it.
 
+use crate::local::Room;
 use crate::mesh::Mesh;
 use crate::placement::Placed;
 use crate::registry::records::{InstanceRecord, ModelRecord};
@@ -89,7 +90,7 @@ async fn move_evicted(mesh: &Arc<Mesh>, id: &str) {
     }
     match mesh
         .placement
-        .add_copy(id, &rec, std::slice::from_ref(&me), false)
+        .add_copy_in(id, &rec, std::slice::from_ref(&me), false, Room::FreeOnly)
         .await
     {
         Ok(Placed::Peer(pod, _)) => {

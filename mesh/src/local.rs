@@ -68,6 +68,16 @@ struct Inner {
     sizes: HashMap<String, u64>,
 }
 
+/// How a new copy may find room in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Evict least recently used copies if needed (a request or a scale-up wants it here).
+    MayEvict,
+    /// Only into free room: a copy moved away from an evicting pod must not evict here in
+    /// turn, or two full pods hand their copies back and forth until every one is evicted.
+    FreeOnly,
+}
+
 /// This pod's model copies.
 pub struct LocalModels {
     cfg: LocalConfig,
@@ -289,7 +299,18 @@ impl LocalModels {
         rec: &ModelRecord,
         priority: Priority,
     ) -> Result<(), MeshError> {
-        let mut rx = match self.admit(id, rec, priority).await? {
+        self.ensure_in(id, rec, priority, Room::MayEvict).await
+    }
+
+    /// [`Self::ensure`], admitting the copy only as `room` allows.
+    pub async fn ensure_in(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &ModelRecord,
+        priority: Priority,
+        room: Room,
+    ) -> Result<(), MeshError> {
+        let mut rx = match self.admit(id, rec, priority, room).await? {
             Some(rx) => rx,
             None => return Ok(()),
         };
@@ -320,8 +341,15 @@ impl LocalModels {
     }
 
     /// Starts loading a copy without waiting (ensureLoaded with sync=false).
-    pub async fn start(self: &Arc<Self>, id: &str, rec: &ModelRecord) -> Result<(), MeshError> {
-        self.admit(id, rec, Priority::Background).await.map(|_| ())
+    pub async fn start(
+        self: &Arc<Self>,
+        id: &str,
+        rec: &ModelRecord,
+        room: Room,
+    ) -> Result<(), MeshError> {
+        self.admit(id, rec, Priority::Background, room)
+            .await
+            .map(|_| ())
     }
 
     /// Admits a copy into the cache and starts its load. `None`: already loaded (touched).
@@ -330,6 +358,7 @@ impl LocalModels {
         id: &str,
         rec: &ModelRecord,
         priority: Priority,
+        room: Room,
     ) -> Result<Option<watch::Receiver<CopyStatus>>, MeshError> {
         {
             let mut inner = self.lock();
@@ -372,6 +401,13 @@ impl LocalModels {
         let mut inner = self.lock();
         if let Some(tx) = inner.copies.get(id) {
             return Ok(Some(tx.subscribe()));
+        }
+        if room == Room::FreeOnly && inner.lru.free() < weight {
+            return Err(MeshError::ResourceExhausted(format!(
+                "no free room for model {id} on instance {} ({} units free, {weight} needed) and a moved copy never evicts",
+                self.instance_id(),
+                inner.lru.free()
+            )));
         }
         let victims = inner.lru.insert(id, weight, now_ms()).map_err(|e| {
             MeshError::Unavailable(format!("no room to load model {id} in this runtime: {e}"))
@@ -640,11 +676,16 @@ impl LocalModels {
                 return;
             }
             inner.lru.remove(id);
+            if !registered {
+                // Nothing reached the runtime: no unload will free the weight, so free it now.
+                inner.lru.unloaded(id);
+            }
             if let Some(tx) = inner.copies.remove(id) {
                 tx.send_replace(CopyStatus::Interrupted(message));
             }
             Self::publish_usage(&inner);
         }
+        self.space.notify_waiters();
         if registered {
             // The runtime may hold part of it when it comes back (an unknown model unloads fine).
             self.spawn_unload(id.to_string(), "load interrupted");
@@ -741,7 +782,12 @@ impl LocalModels {
                 Err(e) => {
                     metrics::counter!("modelmesh_unloadmodel_attempt_failure").increment(1);
                     tracing::warn!(model = %id, attempt, error = %e, "unload failed; will retry");
-                    tokio::time::sleep(self.cfg.unload_retry_delay).await;
+                    // A restarting runtime is back within seconds (and forgets every model), so
+                    // retry soon at first: the unloaded weight holds up every new load here.
+                    let backoff = Duration::from_millis(250)
+                        .saturating_mul(1 << attempt.min(6))
+                        .min(self.cfg.unload_retry_delay);
+                    tokio::time::sleep(backoff).await;
                 }
             }
         }

@@ -4,7 +4,7 @@
 use crate::error::MeshError;
 use crate::kv::{Compare, KvStore, Op, Revision};
 use crate::load_queue::Priority;
-use crate::local::{CopyStatus, LocalModels, now_ms};
+use crate::local::{CopyStatus, LocalModels, Room, now_ms};
 use crate::placement::{Placed, Placement};
 use crate::registry::Layout;
 use crate::registry::records::{ModelRecord, VModelRecord};
@@ -317,7 +317,7 @@ impl Mesh {
             self.local.status(id),
             Some(CopyStatus::Loaded | CopyStatus::Loading)
         ) {
-            return self.ensure_here(id, sync).await;
+            return self.ensure_here(id, sync, Room::MayEvict).await;
         }
         match self.placement.ensure(id, &rec, sync, balanced).await {
             Ok(Placed::Peer(_, status)) => Ok(status),
@@ -334,12 +334,13 @@ impl Mesh {
         self: &Arc<Self>,
         id: &str,
         sync: bool,
+        room: Room,
     ) -> Result<ModelStatusInfo, MeshError> {
         nonempty("modelId", id)?;
         let Some((rec, _)) = self.model(id).await? else {
             return Ok(self.status_of(id, None));
         };
-        match self.placement.load_here(id, &rec, sync).await {
+        match self.placement.load_here(id, &rec, sync, room).await {
             Ok(()) | Err(MeshError::LoadFailed { .. }) => {}
             Err(e) => return Err(e),
         }

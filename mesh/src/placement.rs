@@ -7,8 +7,8 @@
 use crate::constraints::TypeConstraints;
 use crate::error::MeshError;
 use crate::load_queue::Priority;
-use crate::local::{LocalModels, now_ms};
-use crate::proxy::{HOP, KNOWN_SIZE};
+use crate::local::{LocalModels, Room, now_ms};
+use crate::proxy::{HOP, KNOWN_SIZE, ROOM_ONLY};
 use crate::registry::records::{InstanceRecord, ModelRecord};
 use crate::registry::table::Table;
 use crate::routing::{Decision, View, decide};
@@ -152,7 +152,8 @@ impl Placement {
         sync: bool,
         balanced: bool,
     ) -> Result<Placed, MeshError> {
-        self.place(id, rec, &[], &[], sync, balanced).await
+        self.place(id, rec, &[], sync, balanced, Room::MayEvict)
+            .await
     }
 
     /// Loads one more copy of `id` on a pod that holds none and is not in `exclude`. Background
@@ -164,21 +165,34 @@ impl Placement {
         exclude: &[String],
         sync: bool,
     ) -> Result<Placed, MeshError> {
+        self.add_copy_in(id, rec, exclude, sync, Room::MayEvict)
+            .await
+    }
+
+    /// [`Self::add_copy`] where the new copy may only take `room` on the pod it lands on.
+    pub async fn add_copy_in(
+        &self,
+        id: &str,
+        rec: &ModelRecord,
+        exclude: &[String],
+        sync: bool,
+        room: Room,
+    ) -> Result<Placed, MeshError> {
         let mut fresh = rec.clone();
         fresh.instance_ids.clear();
         let mut tried: Vec<String> = rec.instance_ids.keys().cloned().collect();
         tried.extend(exclude.iter().cloned());
-        self.place(id, &fresh, &tried, &tried, sync, false).await
+        self.place(id, &fresh, &tried, sync, false, room).await
     }
 
     async fn place(
         &self,
         id: &str,
         rec: &ModelRecord,
-        tried_copies: &[String],
-        tried_loads: &[String],
+        tried: &[String],
         sync: bool,
         balanced: bool,
+        room: Room,
     ) -> Result<Placed, MeshError> {
         let me = self.local.instance_id().to_string();
         if !self.published() {
@@ -187,19 +201,19 @@ impl Placement {
             if !self.eligible_here(&rec.model_type) {
                 return Err(self.no_instance(&rec.model_type));
             }
-            if tried_loads.contains(&me) {
+            if tried.contains(&me) {
                 return Err(MeshError::Unavailable(format!(
                     "no other instance can take model {id} yet"
                 )));
             }
-            self.load_here(id, rec, sync).await?;
+            self.load_here(id, rec, sync, room).await?;
             return Ok(Placed::Here);
         }
         let instances = self.eligible_instances(&rec.model_type);
         if instances.is_empty() {
             return Err(self.no_instance(&rec.model_type));
         }
-        let (mut copies, mut loads) = (tried_copies.to_vec(), tried_loads.to_vec());
+        let (mut copies, mut loads) = (tried.to_vec(), tried.to_vec());
         let mut last: Option<MeshError> = None;
         for _ in 0..ATTEMPTS {
             let view = View {
@@ -217,7 +231,7 @@ impl Placement {
             };
             let (pod, is_copy) = match decide(&view) {
                 Decision::ServeHere | Decision::LoadHere => {
-                    match self.load_here(id, rec, sync).await {
+                    match self.load_here(id, rec, sync, room).await {
                         Ok(()) => return Ok(Placed::Here),
                         Err(e) => {
                             loads.push(me.clone());
@@ -230,7 +244,7 @@ impl Placement {
                 Decision::ForwardLoad(p) => (p, false),
                 Decision::NoCandidate => break,
             };
-            match self.ensure_on(&pod, &instances, id, sync).await {
+            match self.ensure_on(&pod, &instances, id, sync, room).await {
                 Ok(s) if s.status == ModelStatus::LoadingFailed as i32 => {
                     loads.push(pod.clone());
                     copies.push(pod.clone());
@@ -263,11 +277,14 @@ impl Placement {
         id: &str,
         rec: &ModelRecord,
         sync: bool,
+        room: Room,
     ) -> Result<(), MeshError> {
         if sync {
-            self.local.ensure(id, rec, Priority::Background).await
+            self.local
+                .ensure_in(id, rec, Priority::Background, room)
+                .await
         } else {
-            self.local.start(id, rec).await
+            self.local.start(id, rec, room).await
         }
     }
 
@@ -278,6 +295,7 @@ impl Placement {
         instances: &BTreeMap<String, InstanceRecord>,
         id: &str,
         sync: bool,
+        room: Room,
     ) -> Result<ModelStatusInfo, MeshError> {
         let addr = instances
             .get(pod)
@@ -293,6 +311,10 @@ impl Placement {
         });
         req.metadata_mut()
             .insert(HOP, AsciiMetadataValue::from_static("load"));
+        if room == Room::FreeOnly {
+            req.metadata_mut()
+                .insert(ROOM_ONLY, AsciiMetadataValue::from_static("free"));
+        }
         if let Some(bytes) = self.local.known_size(id) {
             req.metadata_mut()
                 .insert(KNOWN_SIZE, AsciiMetadataValue::from(bytes));

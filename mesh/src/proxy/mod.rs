@@ -24,8 +24,8 @@ use tonic::{Code, Status};
 mod request;
 use request::runtime_headers;
 pub use request::{
-    HOP, Hop, KNOWN_SIZE, NOT_HERE, Target, connection_lost, find_target, known_size,
-    model_vanished, parse_timeout, refuse_hop_metadata,
+    HOP, Hop, KNOWN_SIZE, NOT_HERE, ROOM_ONLY, Target, connection_lost, find_target, known_size,
+    model_vanished, parse_timeout, refuse_hop_metadata, room,
 };
 
 /// Routes inference requests for one mesh.
@@ -581,7 +581,20 @@ impl Router {
         // the runtime lost.
         let (mut re_resolved, mut reloaded) = (false, false);
         loop {
-            match self.mesh.ensure_for_request(&id).await {
+            // The client's deadline bounds the wait for a load (the load itself goes on, so a
+            // retry finds the model loaded).
+            let ensured = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), self.mesh.ensure_for_request(&id))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(MeshError::DeadlineExceeded(format!(
+                            "deadline expired while model {id} was loading on instance {}; retry (the load continues)",
+                            self.mesh.local.instance_id()
+                        )))
+                    }),
+                None => self.mesh.ensure_for_request(&id).await,
+            };
+            match ensured {
                 Ok(()) => {}
                 Err(MeshError::ModelNotFound(_))
                     if matches!(target, Target::VModel(_)) && !re_resolved =>

@@ -57,11 +57,22 @@ pub fn known_size(md: &MetadataMap) -> Result<Option<u64>, Status> {
         })
 }
 
-/// Refuses the metadata that steers hops between pods (`mm-hop`, `mm-known-size`) on a request
+/// The room a `load` hop may take (`mm-room-only: free`, or none: it may evict).
+pub fn room(md: &MetadataMap) -> Result<crate::local::Room, Status> {
+    match md.get(ROOM_ONLY).map(|v| v.to_str()) {
+        None => Ok(crate::local::Room::MayEvict),
+        Some(Ok("free")) => Ok(crate::local::Room::FreeOnly),
+        Some(_) => Err(Status::invalid_argument(format!(
+            "{ROOM_ONLY} must be 'free' when present"
+        ))),
+    }
+}
+
+/// Refuses the metadata that steers hops between pods (`mm-hop`, `mm-known-size`, `mm-room-only`) on a request
 /// from a client: only a peer on the internal port may send it, so a client cannot make a pod
 /// skip routing or admit a model at a size it made up.
 pub fn refuse_hop_metadata(md: &MetadataMap) -> Result<(), Status> {
-    for name in [HOP, KNOWN_SIZE] {
+    for name in [HOP, KNOWN_SIZE, ROOM_ONLY] {
         if md.get(name).is_some() {
             return Err(Status::invalid_argument(format!(
                 "request metadata {name} is reserved for hops between mesh pods and is not accepted from clients; remove it"
@@ -70,6 +81,10 @@ pub fn refuse_hop_metadata(md: &MetadataMap) -> Result<(), Status> {
     }
     Ok(())
 }
+
+/// Header on a `load` hop asking the receiver to take the copy only into free room (value
+/// `free`): the copy is moving away from a pod that evicted it.
+pub const ROOM_ONLY: &str = "mm-room-only";
 
 /// Metadata marking "model not loaded here" answers to hit-only hops.
 pub const NOT_HERE: &str = "mm-not-here";

@@ -65,6 +65,22 @@ pub struct Samples {
     pub unexpected_exits: Vec<String>,
 }
 
+/// Prints a driver event with its UTC time of day, to line it up with the pods' logs.
+pub fn note(what: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let day = ms % 86_400_000;
+    eprintln!(
+        "[chaos {:02}:{:02}:{:02}.{:03}] {what}",
+        day / 3_600_000,
+        day / 60_000 % 60,
+        day / 1000 % 60,
+        day % 1000
+    );
+}
+
 fn between(lo: Duration, hi: Duration) -> Duration {
     let span = (hi - lo).as_millis() as u64;
     lo + Duration::from_millis(fastrand::u64(0..=span))
@@ -119,7 +135,7 @@ pub async fn drive(
                     c.pods[i].kill_all();
                 }
                 f.pod_kills += 1;
-                eprintln!("[chaos] SIGKILL pod-{i}");
+                note(&format!("SIGKILL pod-{i}"));
                 tokio::time::sleep(between(Duration::from_secs(2), Duration::from_secs(8))).await;
                 let started = cluster.lock().await.pods[i].start_all();
                 if let Err(e) = started {
@@ -131,7 +147,7 @@ pub async fn drive(
                 }
                 cluster.lock().await.down[i] = false;
                 shared.up[i].store(true, Ordering::Relaxed);
-                eprintln!("[chaos] pod-{i} back");
+                note(&format!("pod-{i} back"));
             }
             // A runtime crashes inside a pod that stays in the Service.
             Kind::Runtime => {
@@ -142,7 +158,7 @@ pub async fn drive(
                     c.pods[i].runtime.kill();
                 }
                 f.runtime_kills += 1;
-                eprintln!("[chaos] SIGKILL runtime of pod-{i}");
+                note(&format!("SIGKILL runtime of pod-{i}"));
                 tokio::time::sleep(between(Duration::from_secs(1), Duration::from_secs(3))).await;
                 let mut c = cluster.lock().await;
                 if let Err(e) = c.pods[i].runtime.spawn() {
@@ -158,7 +174,7 @@ pub async fn drive(
                     c.etcd.proc.kill();
                 }
                 f.etcd_restarts += 1;
-                eprintln!("[chaos] SIGKILL etcd");
+                note("SIGKILL etcd");
                 tokio::time::sleep(between(Duration::from_secs(2), Duration::from_secs(10))).await;
                 let mut c = cluster.lock().await;
                 if let Err(e) = c.etcd.proc.spawn() {
@@ -168,7 +184,7 @@ pub async fn drive(
                     f.slow_recoveries.push(format!("etcd: {e}"));
                 }
                 c.etcd_down = false;
-                eprintln!("[chaos] etcd back");
+                note("etcd back");
             }
         }
     }
@@ -197,7 +213,7 @@ pub async fn sample(cluster: Arc<Mutex<Cluster>>, shared: Arc<Shared>, every: Du
                     }
                     None if !down[i] => {
                         s.unexpected_exits.push(p.name.clone());
-                        eprintln!("[chaos] {} exited on its own; restarting it", p.name);
+                        note(&format!("{} exited on its own; restarting it", p.name));
                         let _ = p.spawn();
                     }
                     None => {}

@@ -148,6 +148,25 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         pods,
         etcd_down: false,
     }));
+    // SIGTERM or Ctrl-C mid-soak stops every process of the cluster, not just this one.
+    {
+        let (cluster, work, keep) = (cluster.clone(), work.clone(), a.keep);
+        tokio::spawn(async move {
+            crate::cmd::signal::shutdown().await;
+            faults::note("interrupted: stopping every process of the cluster");
+            let mut c = cluster.lock().await;
+            for p in &mut c.pods {
+                p.kill_all();
+            }
+            c.etcd.proc.kill();
+            if keep {
+                eprintln!("logs kept in {}", work.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            std::process::exit(130);
+        });
+    }
     let started = Instant::now();
     let end = started + Duration::from_secs(a.seconds);
     // Most requests go to as many models as fit in half the cluster, the rest anywhere, so
@@ -168,14 +187,23 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while !shared.stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                let s = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
-                eprintln!(
-                    "[chaos] {:>4.0} s: {} sent, {} ok, failed {:?}",
+                let mut s = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+                let slow = match std::mem::take(&mut s.slow) {
+                    (0, ..) => String::new(),
+                    (n, worst, id) => {
+                        format!(
+                            "; {n} requests over 10 s, slowest {:.1} s ({id})",
+                            worst.as_secs_f64()
+                        )
+                    }
+                };
+                faults::note(&format!(
+                    "{:>4.0} s: {} sent, {} ok, failed {:?}{slow}",
                     started.elapsed().as_secs_f64(),
                     s.sent,
                     s.ok,
                     s.failed
-                );
+                ));
             }
         })
     };
@@ -326,8 +354,11 @@ fn report(
             "NOT retryable"
         };
         println!("  {code:<18} {n:>8}  ({kind})");
-        for e in stats.examples.get(code).into_iter().flatten() {
-            println!("      e.g. {e}");
+        let mut kinds: Vec<(&String, &u64)> =
+            stats.messages.get(code).into_iter().flatten().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        for (m, k) in kinds.iter().take(4) {
+            println!("      {k:>8} x {m}");
         }
     }
     let bad: u64 = stats

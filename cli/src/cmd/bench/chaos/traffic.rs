@@ -57,8 +57,35 @@ pub struct Stats {
     pub latencies_us: Vec<u64>,
     /// Requests not sent because the client already had its maximum in flight.
     pub skipped: u64,
-    /// The first few messages of each failure code.
-    pub examples: BTreeMap<String, Vec<String>>,
+    /// Requests over 10 s (retries included) since the last progress line, and the slowest.
+    pub slow: (u64, Duration, String),
+    /// Failure messages (model ids and addresses blanked) by code, with counts.
+    pub messages: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// A message with model ids and numbers blanked, so failures of one kind count together.
+fn shape(msg: &str) -> String {
+    let mut out = String::new();
+    let mut last_digit = false;
+    for w in msg.split_inclusive([' ', '\'', '"', ':']) {
+        let w = if w.starts_with("soak-") || w.starts_with("churn-") {
+            "<model>".to_string() + &w[w.len() - 1..].replace(char::is_alphanumeric, "")
+        } else {
+            w.to_string()
+        };
+        for c in w.chars() {
+            if c.is_ascii_digit() {
+                if !last_digit {
+                    out.push('#');
+                }
+                last_digit = true;
+            } else {
+                out.push(c);
+                last_digit = false;
+            }
+        }
+    }
+    out.chars().take(160).collect()
 }
 
 /// The codes a client may retry (and a connection dropped by a killed entry pod).
@@ -85,10 +112,12 @@ impl Stats {
                     self.non_retryable
                         .push(format!("{id}: {code} {}", s.message()));
                 }
-                let ex = self.examples.entry(code.clone()).or_default();
-                if ex.len() < 3 {
-                    ex.push(format!("{id}: {}", s.message()));
-                }
+                *self
+                    .messages
+                    .entry(code.clone())
+                    .or_default()
+                    .entry(shape(s.message()))
+                    .or_default() += 1;
                 *self.failed.entry(code).or_default() += 1;
                 self.models_with_failures.insert(id.to_string());
                 again
@@ -99,6 +128,12 @@ impl Stats {
     /// Records a finished request.
     fn done(&mut self, id: &str, succeeded: bool, took: Duration, retried: bool) {
         self.requests += 1;
+        if took > Duration::from_secs(10) {
+            self.slow.0 += 1;
+            if took > self.slow.1 {
+                (self.slow.1, self.slow.2) = (took, id.to_string());
+            }
+        }
         if succeeded {
             self.latencies_us
                 .push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
@@ -118,8 +153,8 @@ fn classify(s: &tonic::Status) -> String {
         || s.message().contains("broken pipe");
     match s.code() {
         Code::Unknown | Code::Cancelled | Code::Internal if transport => "connection lost".into(),
-        // tonic's own client deadline: the request got no answer within its 30 s.
-        Code::Cancelled if s.message() == "Timeout expired" => "client timeout (30 s)".into(),
+        // tonic's own client deadline fired before the server's answer (DEADLINE_EXCEEDED).
+        Code::Cancelled if s.message() == "Timeout expired" => "DeadlineExceeded".into(),
         c => format!("{c:?}"),
     }
 }
@@ -254,7 +289,7 @@ async fn one_request(
             continue;
         };
         let mut r = tonic::Request::new(body.clone());
-        r.set_timeout(Duration::from_secs(30));
+        r.set_timeout(Duration::from_secs(10));
         if let Ok(v) = id.parse() {
             r.metadata_mut().insert("mm-model-id", v);
         }
