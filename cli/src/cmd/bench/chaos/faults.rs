@@ -81,9 +81,9 @@ pub fn note(what: &str) {
     );
 }
 
-fn between(lo: Duration, hi: Duration) -> Duration {
+fn between(rng: &mut fastrand::Rng, lo: Duration, hi: Duration) -> Duration {
     let span = (hi - lo).as_millis() as u64;
-    lo + Duration::from_millis(fastrand::u64(0..=span))
+    lo + Duration::from_millis(rng.u64(0..=span))
 }
 
 /// Waits for pod `i`'s `/ready`, holding the cluster lock only for each poll.
@@ -112,11 +112,14 @@ pub async fn drive(
     every: Duration,
     end: Instant,
     kinds: &[Kind],
+    seed: u64,
 ) -> Faults {
+    // Its own generator, so a seed replays the same faults at the same times.
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut f = Faults::default();
     let n = shared.ports.len();
     loop {
-        let wait = between(every / 2, every * 3 / 2);
+        let wait = between(&mut rng, every / 2, every * 3 / 2);
         if Instant::now() + wait + Duration::from_secs(20) > end {
             break;
         }
@@ -124,10 +127,10 @@ pub async fn drive(
         if kinds.is_empty() {
             continue;
         }
-        match kinds[fastrand::usize(..kinds.len())] {
+        match kinds[rng.usize(..kinds.len())] {
             // A whole pod dies; the Service stops sending to it; it comes back.
             Kind::Pod => {
-                let i = fastrand::usize(..n);
+                let i = rng.usize(..n);
                 shared.up[i].store(false, Ordering::Relaxed);
                 {
                     let mut c = cluster.lock().await;
@@ -136,7 +139,12 @@ pub async fn drive(
                 }
                 f.pod_kills += 1;
                 note(&format!("SIGKILL pod-{i}"));
-                tokio::time::sleep(between(Duration::from_secs(2), Duration::from_secs(8))).await;
+                tokio::time::sleep(between(
+                    &mut rng,
+                    Duration::from_secs(2),
+                    Duration::from_secs(8),
+                ))
+                .await;
                 let started = cluster.lock().await.pods[i].start_all();
                 if let Err(e) = started {
                     f.slow_recoveries.push(format!("pod-{i}: {e}"));
@@ -151,7 +159,7 @@ pub async fn drive(
             }
             // A runtime crashes inside a pod that stays in the Service.
             Kind::Runtime => {
-                let i = fastrand::usize(..n);
+                let i = rng.usize(..n);
                 {
                     let mut c = cluster.lock().await;
                     c.down[i] = true;
@@ -159,7 +167,12 @@ pub async fn drive(
                 }
                 f.runtime_kills += 1;
                 note(&format!("SIGKILL runtime of pod-{i}"));
-                tokio::time::sleep(between(Duration::from_secs(1), Duration::from_secs(3))).await;
+                tokio::time::sleep(between(
+                    &mut rng,
+                    Duration::from_secs(1),
+                    Duration::from_secs(3),
+                ))
+                .await;
                 let mut c = cluster.lock().await;
                 if let Err(e) = c.pods[i].runtime.spawn() {
                     f.slow_recoveries.push(format!("pod-{i} runtime: {e}"));
@@ -175,7 +188,12 @@ pub async fn drive(
                 }
                 f.etcd_restarts += 1;
                 note("SIGKILL etcd");
-                tokio::time::sleep(between(Duration::from_secs(2), Duration::from_secs(10))).await;
+                tokio::time::sleep(between(
+                    &mut rng,
+                    Duration::from_secs(2),
+                    Duration::from_secs(10),
+                ))
+                .await;
                 let mut c = cluster.lock().await;
                 if let Err(e) = c.etcd.proc.spawn() {
                     f.slow_recoveries.push(format!("etcd: {e}"));

@@ -60,6 +60,10 @@ pub struct Args {
     /// pod's runtime), etcd (SIGKILL etcd); each restarted after a few seconds.
     #[arg(long, default_value = "pod,runtime,etcd", value_delimiter = ',')]
     faults: Vec<faults::Kind>,
+    /// Seed of the fault schedule (which fault, where, when); printed at the start, so a run
+    /// that found something can be replayed with the same faults (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Keep the work directory (every process's log) instead of deleting it.
     #[arg(long)]
     keep: bool,
@@ -167,6 +171,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             std::process::exit(130);
         });
     }
+    let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("[chaos] fault schedule seed {seed} (replay with --seed {seed})");
     let started = Instant::now();
     let end = started + Duration::from_secs(a.seconds);
     // Most requests go to as many models as fit in half the cluster, the rest anywhere, so
@@ -213,6 +219,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Duration::from_secs(a.fault_every.max(1)),
         end,
         &a.faults,
+        seed,
     )
     .await;
     tokio::time::sleep_until(end.into()).await;
