@@ -66,6 +66,15 @@ struct Inner {
     unloading: HashSet<String>,
     /// Real sizes (bytes) of models loaded here before, or told by the pod that had them.
     sizes: HashMap<String, u64>,
+    /// Units of admitted copies still waiting for a load slot: they take their room in the
+    /// cache only when their load starts.
+    pending: HashMap<String, u64>,
+}
+
+impl Inner {
+    fn pending_units(&self) -> u64 {
+        self.pending.values().sum()
+    }
 }
 
 /// How a new copy may find room in the cache.
@@ -76,6 +85,34 @@ pub enum Room {
     /// Only into free room: a copy moved away from an evicting pod must not evict here in
     /// turn, or two full pods hand their copies back and forth until every one is evicted.
     FreeOnly,
+}
+
+/// What an admitted copy will take in the cache when its load starts.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    weight: u64,
+    room: Room,
+}
+
+/// Releases a queued copy's pending room when its load task ends before taking it (unless a
+/// newer copy of the model has been admitted since).
+struct PendingGuard {
+    models: Arc<LocalModels>,
+    id: String,
+    mine: watch::Sender<CopyStatus>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut inner = self.models.lock();
+        let newer = inner
+            .copies
+            .get(&self.id)
+            .is_some_and(|c| !c.same_channel(&self.mine));
+        if !newer {
+            inner.pending.remove(&self.id);
+        }
+    }
 }
 
 /// This pod's model copies.
@@ -150,15 +187,19 @@ impl LocalModels {
             .map(|(_, m)| CopyStatus::Failed(m.clone()))
     }
 
-    /// (capacity, used, unloading) in bytes, and the number of copies.
+    /// (capacity, used (with copies queued for a load), unloading) in bytes, and the number of
+    /// copies.
     pub fn usage(&self) -> (u64, u64, u64, usize) {
         let i = self.lock();
         let u = crate::cache::UNIT_BYTES;
+        // Copies queued for a load count as used: peers place loads by this, and a pod with a
+        // long queue has no room to offer.
+        let used = (i.lru.used() + i.pending_units()).min(i.lru.capacity());
         (
             i.lru.capacity() * u,
-            i.lru.used() * u,
+            used * u,
             i.lru.unloading() * u,
-            i.lru.len(),
+            i.lru.len() + i.pending.len(),
         )
     }
 
@@ -386,11 +427,9 @@ impl LocalModels {
             )));
         }
         // A size known from an earlier load (here, or on the pod that asked) beats a prediction.
-        let predicted = match self.known_size(id) {
-            Some(bytes) => {
-                tracing::info!(model = id, bytes, "admitting the model at its known size");
-                Some(bytes)
-            }
+        let known = self.known_size(id);
+        let predicted = match known {
+            Some(bytes) => Some(bytes),
             None => {
                 self.runtime
                     .predict_size(id, &rec.model_type, &rec.path, &rec.key)
@@ -402,33 +441,74 @@ impl LocalModels {
         if let Some(tx) = inner.copies.get(id) {
             return Ok(Some(tx.subscribe()));
         }
-        if room == Room::FreeOnly && inner.lru.free() < weight {
-            return Err(MeshError::ResourceExhausted(format!(
-                "no free room for model {id} on instance {} ({} units free, {weight} needed) and a moved copy never evicts",
-                self.instance_id(),
-                inner.lru.free()
+        if weight > inner.lru.capacity() {
+            return Err(MeshError::Unavailable(format!(
+                "no room to load model {id} in this runtime: it needs {weight} units and the capacity is {} units",
+                inner.lru.capacity()
             )));
         }
-        let victims = inner.lru.insert(id, weight, now_ms()).map_err(|e| {
-            MeshError::Unavailable(format!("no room to load model {id} in this runtime: {e}"))
-        })?;
-        for v in &victims {
-            inner.copies.remove(v);
+        let free = inner.lru.free().saturating_sub(inner.pending_units());
+        if room == Room::FreeOnly && free < weight {
+            return Err(MeshError::ResourceExhausted(format!(
+                "no free room for model {id} on instance {} ({free} units free, {weight} needed) and a moved copy never evicts",
+                self.instance_id(),
+            )));
         }
+        if let Some(bytes) = known {
+            tracing::info!(model = id, bytes, "admitting the model at its known size");
+        }
+        // No room is taken (and nothing evicted) until the load starts: a copy queued behind
+        // other loads must not push out copies that serve requests meanwhile.
         let (tx, rx) = watch::channel(CopyStatus::Loading);
         inner.copies.insert(id.to_string(), tx.clone());
-        Self::publish_usage(&inner);
+        inner.pending.insert(id.to_string(), weight);
         drop(inner);
+        let this = self.clone();
+        let (id, rec) = (id.to_string(), rec.clone());
+        tokio::spawn(async move {
+            this.run_load(id, rec, priority, tx, Admission { weight, room })
+                .await
+        });
+        Ok(Some(rx))
+    }
+
+    /// Takes the room of a copy whose load is starting, evicting least recently used copies
+    /// if needed; the error says why there is no room.
+    fn take_room(
+        self: &Arc<Self>,
+        id: &str,
+        adm: Admission,
+        mine: &watch::Sender<CopyStatus>,
+    ) -> Result<(), String> {
+        let victims = {
+            let mut inner = self.lock();
+            if !inner.copies.get(id).is_some_and(|c| c.same_channel(mine)) {
+                return Err(format!("the copy of model {id} was removed while queued"));
+            }
+            inner.pending.remove(id);
+            if adm.room == Room::FreeOnly && inner.lru.free() < adm.weight {
+                return Err(format!(
+                    "no free room left for moved model {id} on instance {}; retry",
+                    self.instance_id()
+                ));
+            }
+            let victims = inner
+                .lru
+                .insert(id, adm.weight, now_ms())
+                .map_err(|e| format!("no room to load model {id} in this runtime: {e}; retry"))?;
+            for v in &victims {
+                inner.copies.remove(v);
+            }
+            Self::publish_usage(&inner);
+            victims
+        };
         for v in victims {
             tracing::info!(model = %v, for_model = id, "evicting least recently used model to make room");
             metrics::counter!("modelmesh_model_evicted").increment(1);
             let _ = self.evicted.send(v.clone());
             self.spawn_unload(v, "evicted");
         }
-        let this = self.clone();
-        let (id, rec) = (id.to_string(), rec.clone());
-        tokio::spawn(async move { this.run_load(id, rec, priority, tx).await });
-        Ok(Some(rx))
+        Ok(())
     }
 
     /// Whether `mine` is still the copy registered for `id` (a copy removed and re-admitted
@@ -446,7 +526,14 @@ impl LocalModels {
         rec: ModelRecord,
         priority: Priority,
         mine: watch::Sender<CopyStatus>,
+        adm: Admission,
     ) {
+        // Whatever ends this before the load starts, the queued copy's room is released.
+        let _pending = PendingGuard {
+            models: self.clone(),
+            id: id.clone(),
+            mine: mine.clone(),
+        };
         let queued = Instant::now();
         let deadline = Instant::now() + self.cfg.space_wait;
         // A load of an id whose unload is still running waits for it (never load twice).
@@ -495,6 +582,9 @@ impl LocalModels {
             .record(queued.elapsed().as_secs_f64() * 1e3);
         if !self.is_current(&id, &mine) {
             return self.deregister_unless_reloading(&id).await;
+        }
+        if let Err(msg) = self.take_room(&id, adm, &mine) {
+            return self.interrupt(&id, msg, &mine, true).await;
         }
         // Wait until evicted copies are really unloaded, so the runtime never exceeds capacity.
         loop {
@@ -675,8 +765,7 @@ impl LocalModels {
             if !inner.copies.get(id).is_some_and(|c| c.same_channel(mine)) {
                 return;
             }
-            inner.lru.remove(id);
-            if !registered {
+            if inner.lru.remove(id) && !registered {
                 // Nothing reached the runtime: no unload will free the weight, so free it now.
                 inner.lru.unloaded(id);
             }
