@@ -12,22 +12,6 @@ use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
 use std::time::Duration;
 use tonic::Code;
 
-/// Waits until the sidecar's `/metrics` has the line `want`.
-async fn wait_metric(pod: &mut MeshPod, want: &str) {
-    let url = format!("http://127.0.0.1:{}/metrics", pod.metrics_port);
-    let what = format!("{url} reporting '{want}'");
-    wait_until(&what, &mut pod.sidecar, Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            match reqwest::get(&url).await {
-                Ok(r) => r.text().await.is_ok_and(|t| t.lines().any(|l| l == want)),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
-}
-
 async fn register(mgmt: &mut ModelMeshClient<tonic::transport::Channel>, id: &str, load: bool) {
     mgmt.register_model(mm::RegisterModelRequest {
         model_id: id.into(),

@@ -369,6 +369,67 @@ async fn a_copy_moved_here_takes_only_free_room_and_never_evicts() {
 }
 
 #[tokio::test]
+async fn a_copy_queued_for_a_load_evicts_nothing_until_its_load_starts() {
+    // Room for two mnist copies (5 units each); one load at a time, each taking 2 s.
+    let mut pod = start_pod_with(
+        "pod-1",
+        10 * 8192,
+        8192,
+        &[],
+        &["--fault-load-delay", "2000"],
+    )
+    .await;
+    let mut mgmt = ModelMeshClient::new(channel(pod.mesh_port));
+    // The size on disk in the key: the mesh admits each copy at its true 5 units.
+    for id in ["a", "b", "c", "d"] {
+        mgmt.register_model(mm::RegisterModelRequest {
+            model_id: id.into(),
+            model_info: Some(mm::ModelInfo {
+                key: r#"{"disk_size_bytes": 31606}"#.into(),
+                ..info("mnist-classifier").expect("info")
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("register {id}: {e:?}"));
+    }
+    let input = expected()["mnist-classifier"]["inputs"].clone();
+    let port = pod.mesh_port;
+    let send = |id: &'static str| {
+        let input = input.clone();
+        tokio::spawn(async move {
+            Infer::new(channel(port))
+                .model_infer(with_header(raw_request(id, &input), "mm-model-id", id))
+                .await
+        })
+    };
+    for id in ["a", "b"] {
+        send(id)
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+    // c and d need room: one loads (evicting a, the least recently used), the other waits
+    // for the load slot, and while it waits b keeps its place and keeps serving.
+    let (c, d) = (send("c"), send("d"));
+    wait_metric(&mut pod, "modelmesh_loads_queued 1").await;
+    assert!(
+        runtime_ready(pod.runtime_port, "b").await,
+        "a copy still queued for its load evicted b"
+    );
+    send("b")
+        .await
+        .expect("task")
+        .expect("b serves while d waits");
+    for (id, t) in [("c", c), ("d", d)] {
+        t.await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+    pod.sidecar.assert_running();
+}
+
+#[tokio::test]
 async fn lru_evicts_the_least_recently_used_and_reloads_it_transparently() {
     // The mnist example is 31,606 bytes on disk: 39,508 bytes (5 units of 8 KiB) with the
     // adapter's 1.25 multiplier. Capacity for exactly three copies: 15 units.

@@ -579,11 +579,15 @@ pub async fn start_pod_with(
 
 /// Waits until `pod` sees `n` pods in its mesh (its `modelmesh_instances_total` gauge).
 pub async fn wait_pod_sees(pod: &mut MeshPod, n: usize) {
+    wait_metric(pod, &format!("modelmesh_instances_total {n}")).await;
+}
+
+/// Waits until the sidecar's `/metrics` has the line `want` (30 s deadline).
+pub async fn wait_metric(pod: &mut MeshPod, want: &str) {
     let url = format!("http://127.0.0.1:{}/metrics", pod.metrics_port);
-    let want = format!("modelmesh_instances_total {n}");
-    let what = format!("{url} reporting {n} pods");
+    let what = format!("{url} reporting '{want}'");
     wait_until(&what, &mut pod.sidecar, Duration::from_secs(30), || {
-        let (url, want) = (url.clone(), want.clone());
+        let (url, want) = (url.clone(), want.to_string());
         async move {
             match reqwest::get(&url).await {
                 Ok(r) => r.text().await.is_ok_and(|t| t.lines().any(|l| l == want)),
