@@ -9,7 +9,6 @@ use common::cluster::{info, req};
 use common::*;
 use modelmesh_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient as Infer;
 use modelmesh_proto::mmesh::{self as mm, model_mesh_client::ModelMeshClient};
-use std::time::Duration;
 use tonic::Code;
 
 async fn register(mgmt: &mut ModelMeshClient<tonic::transport::Channel>, id: &str, load: bool) {
