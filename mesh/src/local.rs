@@ -747,18 +747,7 @@ impl LocalModels {
         tracing::warn!(model = id, reason = %message, "model load interrupted; it will be retried when needed");
         metrics::counter!("modelmesh_loadmodel_interrupted").increment(1);
         if registered {
-            let me = self.cfg.instance_id.clone();
-            let _ = self
-                .registry
-                .update(id, |cur| match cur {
-                    Some(r) if r.instance_ids.contains_key(&me) => {
-                        let mut r = r.clone();
-                        r.instance_ids.remove(&me);
-                        Update::Put(r)
-                    }
-                    _ => Update::Keep,
-                })
-                .await;
+            self.deregister(id).await;
         }
         {
             let mut inner = self.lock();

@@ -54,6 +54,41 @@ pub fn start_pod(
     start_pod_with_memory(work, name, kv, repo, sidecar_extra, POD_MEMORY, None)
 }
 
+/// A bench pod's directories: its own, the adapter's model root (with the runtime's
+/// repository inside) and a storage config whose `default` entry is `repo` on local disk.
+pub struct PodDirs {
+    /// The pod's directory (logs, sockets).
+    pub dir: PathBuf,
+    /// The adapter's `--root-model-dir`.
+    pub models: PathBuf,
+    /// The runtime's `--model-repository`.
+    pub triton: PathBuf,
+    /// The adapter's `--storage-config-dir`.
+    pub cfg: PathBuf,
+}
+
+impl PodDirs {
+    /// Creates them under `work/name`.
+    pub fn create(work: &Path, name: &str, repo: &Path) -> anyhow::Result<PodDirs> {
+        let dir = work.join(name);
+        let models = dir.join("models");
+        let triton = models.join("_triton_models");
+        std::fs::create_dir_all(&triton)?;
+        let cfg = dir.join("storage-config");
+        std::fs::create_dir_all(&cfg)?;
+        std::fs::write(
+            cfg.join("default"),
+            serde_json::json!({"type": "local", "root": repo}).to_string(),
+        )?;
+        Ok(PodDirs {
+            dir,
+            models,
+            triton,
+            cfg,
+        })
+    }
+}
+
 /// As [`start_pod`], with the adapter's container memory request (`CONTAINER_MEM_REQ_BYTES`),
 /// which sets how many models fit, and optionally the size it assumes for a model it knows
 /// nothing about (`DEFAULT_MODELSIZE`; the sidecar wants room for at least ten of those).
@@ -66,16 +101,12 @@ pub fn start_pod_with_memory(
     memory: u64,
     default_model_size: Option<u64>,
 ) -> anyhow::Result<Pod> {
-    let dir = work.join(name);
-    let models = dir.join("models");
-    let triton = models.join("_triton_models");
-    std::fs::create_dir_all(&triton)?;
-    let cfg = dir.join("storage-config");
-    std::fs::create_dir_all(&cfg)?;
-    std::fs::write(
-        cfg.join("default"),
-        serde_json::json!({"type": "local", "root": repo}).to_string(),
-    )?;
+    let PodDirs {
+        dir,
+        models,
+        triton,
+        cfg,
+    } = PodDirs::create(work, name, repo)?;
     let (rp, ap, mp) = (free_port()?, free_port()?, free_port()?);
     let path = |x: &Path| x.display().to_string();
     let mut args = strings(&[

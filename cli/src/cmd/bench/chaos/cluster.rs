@@ -2,6 +2,7 @@
 //! delayed loads, the Triton adapter, `modelmesh sidecar`), every process restartable on the
 //! same ports and directories, as Kubernetes restarts a container.
 
+use super::super::pod::PodDirs;
 use super::super::procs::free_port;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -181,16 +182,12 @@ fn strings(v: &[&str]) -> Vec<String> {
 impl Pod {
     /// Prepares and starts pod `name` under `work`.
     pub fn start(work: &Path, name: &str, spec: &PodSpec<'_>) -> anyhow::Result<Pod> {
-        let dir = work.join(name);
-        let models = dir.join("models");
-        let triton = models.join("_triton_models");
-        std::fs::create_dir_all(&triton)?;
-        let cfg = dir.join("storage-config");
-        std::fs::create_dir_all(&cfg)?;
-        std::fs::write(
-            cfg.join("default"),
-            serde_json::json!({"type": "local", "root": spec.repo}).to_string(),
-        )?;
+        let PodDirs {
+            dir,
+            models,
+            triton,
+            cfg,
+        } = PodDirs::create(work, name, spec.repo)?;
         let exe = std::env::current_exe()?;
         let p = |x: &Path| x.display().to_string();
         let (rp, ap, mp, ip, probe) = (
