@@ -3,65 +3,107 @@
 # KV store, the mesh, `modelmesh runtime` and the Triton adapter, in one process), waits until
 # the example predictors are loaded, and sends real inference requests over gRPC and REST.
 # Ports are picked free on 127.0.0.1; everything started here is stopped on exit.
+#
+#   MODELMESH_BIN=path   use this modelmesh binary instead of building one (the test command
+#                        runs the demo this way against its debug build)
+#   DEMO_TIMEOUT=secs    how long to wait for the example models to load (default 120)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-log() { printf '\n[demo] %s\n' "$*"; }
-
-if ! command -v cargo >/dev/null; then
-  echo "cargo is required (https://rustup.rs)" >&2
+STEP="starting"
+step() { STEP=$1; printf '\n[demo] %s\n' "$1"; }
+fail() {
+  printf '\n[demo] FAILED at step "%s": %s\n' "$STEP" "$1" >&2
   exit 1
-fi
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+}
+trap 'rc=$?; [ $rc -ne 0 ] && printf "\n[demo] FAILED at step \"%s\" (exit %s); the output above says why\n" "$STEP" "$rc" >&2' ERR
 
-log "building modelmesh (release; the first build takes a few minutes)"
-cargo build --release -q -p modelmesh
-BIN=$ROOT/target/release/modelmesh
+step "checking prerequisites (scripts/setup-build.sh: protoc, a C compiler; curl and python3 for the requests)"
+command -v python3 >/dev/null || fail "python3 is needed (it picks free ports and reads the example's expected input): install it with 'apt-get install python3'"
+if [ -z "${MODELMESH_BIN:-}" ]; then
+  bash scripts/setup-build.sh || fail "the build prerequisites could not be installed (see above)"
+fi
+if ! command -v curl >/dev/null; then
+  echo "[demo] installing curl (apt-get)"
+  SUDO=(); [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO=(sudo)
+  { "${SUDO[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq curl >/dev/null; } ||
+    fail "curl is needed for the REST request: install it with 'apt-get install curl'"
+fi
+
+if [ -n "${MODELMESH_BIN:-}" ]; then
+  BIN=$(cd "$(dirname "$MODELMESH_BIN")" && pwd)/$(basename "$MODELMESH_BIN")
+  [ -x "$BIN" ] || fail "MODELMESH_BIN=$MODELMESH_BIN is not an executable file"
+  step "using the already built $BIN (MODELMESH_BIN)"
+else
+  BIN=$ROOT/target/release/modelmesh
+  if [ -x "$BIN" ]; then
+    step "building modelmesh (release; up to date unless sources changed)"
+  else
+    step "building modelmesh (release; the first build compiles about 400 crates and takes 10-15 minutes on a 2-core machine, 3-5 on 8 cores)"
+  fi
+  cargo build --release -p modelmesh ||
+    fail "cargo build failed: the first error above names the crate; a missing system tool is installed by scripts/setup-build.sh"
+fi
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-GRPC=$(free_port); REST=$(free_port)
+GRPC=$(free_port)
+REST=$(free_port)
 LOG=$(mktemp)
 PID=
 cleanup() {
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
   rm -f "$LOG"
 }
 trap cleanup EXIT
 
-log "modelmesh up --predictors examples/predictors --models examples/models (gRPC :$GRPC, REST :$REST)"
+step "modelmesh up --predictors examples/predictors --models examples/models (gRPC :$GRPC, REST :$REST)"
 "$BIN" up --predictors examples/predictors --models examples/models \
   --grpc-port "$GRPC" --rest-port "$REST" 2>"$LOG" &
 PID=$!
 
-deadline=$((SECONDS + 60))
+step "waiting for the example models to load"
+deadline=$((SECONDS + ${DEMO_TIMEOUT:-120}))
 until grep -q "model(s) loaded" "$LOG"; do
-  if ! kill -0 "$PID" 2>/dev/null; then cat "$LOG" >&2; echo "modelmesh up exited" >&2; exit 1; fi
-  if ((SECONDS > deadline)); then cat "$LOG" >&2; echo "timed out waiting for the models to load" >&2; exit 1; fi
+  if ! kill -0 "$PID" 2>/dev/null; then
+    cat "$LOG" >&2
+    fail "modelmesh up exited (its log is above)"
+  fi
+  if ((SECONDS > deadline)); then
+    cat "$LOG" >&2
+    fail "the models did not load within ${DEMO_TIMEOUT:-120} s (the log is above; DEMO_TIMEOUT raises the wait)"
+  fi
   sleep 0.1
 done
 grep "modelmesh up" "$LOG"
 
-log "modelmesh status"
-"$BIN" status --rest "127.0.0.1:$REST"
+step "modelmesh status"
+"$BIN" status --rest "127.0.0.1:$REST" || fail "modelmesh status could not read the mesh"
 
-log "modelmesh infer tiny-regression --input 'input=[[1,2,3,4]]'   (gRPC, model_name routes)"
-"$BIN" infer tiny-regression --input 'input=[[1,2,3,4]]' --grpc "127.0.0.1:$GRPC"
+step "modelmesh infer tiny-regression --input 'input=[[1,2,3,4]]'   (gRPC, model_name routes)"
+"$BIN" infer tiny-regression --input 'input=[[1,2,3,4]]' --grpc "127.0.0.1:$GRPC" ||
+  fail "the gRPC inference request failed"
 
-log "curl POST /v2/models/mnist-classifier/infer   (KServe v2 REST)"
+step "curl POST /v2/models/mnist-classifier/infer   (KServe v2 REST)"
 BODY=$(python3 - "$ROOT/examples/models/expected.json" <<'PY'
 import json, sys
 ex = json.load(open(sys.argv[1]))["mnist-classifier"]
 print(json.dumps({"inputs": ex["inputs"]}))
 PY
 )
-curl -sf -X POST -H 'Content-Type: application/json' -d "$BODY" \
-  "http://127.0.0.1:$REST/v2/models/mnist-classifier/infer" | python3 -c '
+ANSWER=$(curl -sS --fail-with-body -X POST -H 'Content-Type: application/json' -d "$BODY" \
+  "http://127.0.0.1:$REST/v2/models/mnist-classifier/infer") || fail "the REST inference request failed: $ANSWER"
+python3 -c '
 import json, sys
-r = json.load(sys.stdin)
+r = json.loads(sys.argv[1])
 out = r["outputs"][0]
 probs = out["data"]
 best = max(range(len(probs)), key=probs.__getitem__)
 print("model %s answered %s %s: class %d with p=%.4f" % (r["model_name"], out["name"], out["shape"], best, probs[best]))
-'
-log "done"
+' "$ANSWER" || fail "the REST answer was not what KServe v2 describes: $ANSWER"
+
+STEP="done"
+printf '\n[demo] done: a local mesh loaded the example models and answered gRPC and REST requests\n'

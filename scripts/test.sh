@@ -2,7 +2,7 @@
 # The project's test command (README, .ci/run): installs the real third-party peers if missing,
 # checks formatting and lints, then runs the Rust tests (unit + end-to-end against real Triton,
 # MLServer, moto, azurite, fake-gcs-server), the fuzz targets for 30 s each and the Python
-# interop tests (real tritonclient).
+# interop tests (real tritonclient), then the README's demo against the debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,9 @@ if [ -z "${TMPDIR:-}" ] && [ -n "$shm_kib" ] && [ "$shm_kib" -gt $((4 * 1048576)
   echo "[test] scratch files in $TMPDIR"
 fi
 
+step "build prerequisites (scripts/setup-build.sh, shared with the demo)"
+bash scripts/setup-build.sh
+
 step "installing test peers (skipped when present)"
 bash scripts/setup-peers.sh
 
@@ -52,3 +55,6 @@ bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 step "Python tests: interop (real tritonclient and grpcurl against modelmesh runtime and the mesh) and the Helm chart (Helm's Go SDK, kubernetes-validate)"
 MODELMESH_BIN=target/debug/modelmesh .venv/bin/python -m pytest -q tests/interop tests/chart
+
+step "the README's demo (scripts/demo.sh) against the debug build: up, status, infer over gRPC, REST"
+MODELMESH_BIN=target/debug/modelmesh bash scripts/demo.sh
