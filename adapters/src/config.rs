@@ -83,7 +83,7 @@ impl AdapterConfig {
     /// Checks the settings; the error names the variable to fix.
     pub fn validate(&self) -> Result<(), String> {
         if self.container_mem_req_bytes < 0 {
-            return Err("CONTAINER_MEM_REQ_BYTES must be set to the model server container's memory request in bytes".into());
+            return Err("CONTAINER_MEM_REQ_BYTES must be set to the model server container's memory request (bytes, or a size such as 1Gi)".into());
         }
         if self.capacity_bytes() == 0 {
             return Err(format!(

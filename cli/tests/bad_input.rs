@@ -275,8 +275,12 @@ async fn every_entry_point_names_what_is_wrong_and_keeps_serving() {
             vec![0u8; MAX_MESSAGE + 1],
         )
         .await,
-        Code::OutOfRange,
-        &["too large"],
+        Code::ResourceExhausted,
+        &[
+            &format!("{} bytes", MAX_MESSAGE + 1),
+            &format!("limit of {MAX_MESSAGE} bytes"),
+            "MM_SVC_GRPC_MAX_MSG_SIZE",
+        ],
     );
     c.grpc(
         "8033 infer: bad grpc-timeout",
@@ -452,7 +456,11 @@ async fn every_entry_point_names_what_is_wrong_and_keeps_serving() {
         "8008 infer: oversized body",
         post("/v2/models/m/infer", &" ".repeat(4 * MAX_MESSAGE + 1)).header("mm-model-id", "m"),
         413,
-        &[],
+        &[
+            "REST body",
+            &format!("limit of {} bytes", 4 * MAX_MESSAGE),
+            "MM_SVC_GRPC_MAX_MSG_SIZE",
+        ],
     )
     .await;
     c.http(
@@ -475,6 +483,18 @@ async fn every_entry_point_names_what_is_wrong_and_keeps_serving() {
         .await,
         Code::InvalidArgument,
         &["mm-hop", "'hit' or 'load'"],
+    );
+    c.grpc(
+        "8080: oversized message",
+        raw(
+            internal,
+            INFER,
+            &[("mm-model-id", "m"), ("mm-hop", "load")],
+            vec![0u8; MAX_MESSAGE + 1],
+        )
+        .await,
+        Code::ResourceExhausted,
+        &["MM_SVC_GRPC_MAX_MSG_SIZE"],
     );
     c.grpc(
         "8080: a known size that is not a number",
@@ -660,6 +680,38 @@ async fn every_entry_point_names_what_is_wrong_and_keeps_serving() {
         "cli: negative limit",
         &["sidecar", "--max-inflight-requests", "-1"],
         &["'-1'", "--max-inflight-requests"],
+    );
+    c.cli(
+        "cli: a size with an unknown unit",
+        &["up", "--memory", "2 lots"],
+        &["--memory", "unknown unit", "512Mi", "1GiB"],
+    );
+    c.cli(
+        "cli: a size in milli",
+        &[
+            "adapter",
+            "--server-type",
+            "triton",
+            "--container-mem-req-bytes",
+            "512m",
+        ],
+        &["--container-mem-req-bytes", "milli", "Mi"],
+    );
+    c.cli(
+        "cli: a negative size",
+        &["sidecar", "--max-message-size=-1Mi"],
+        &["--max-message-size", "negative"],
+    );
+    c.cli(
+        "cli: a size too large",
+        &[
+            "adapter",
+            "--server-type",
+            "triton",
+            "--mem-buffer-bytes",
+            "9Ei",
+        ],
+        &["--mem-buffer-bytes", "too large"],
     );
     c.cli(
         "cli: fault delay that is not a delay",

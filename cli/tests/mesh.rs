@@ -787,14 +787,34 @@ async fn oversized_requests_are_refused_and_the_mesh_keeps_serving() {
         "big",
     );
     let e = infer.model_infer(big).await.unwrap_err();
+    // As grpc-go, grpc-java and upstream answer, naming the limit and the setting.
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(
-        matches!(e.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{e:?}"
-    );
-    assert!(
-        e.message().contains("too large") || e.message().contains("length"),
+        e.message().contains("limit of 2000 bytes")
+            && e.message().contains("MM_SVC_GRPC_MAX_MSG_SIZE"),
         "{}",
         e.message()
+    );
+    // REST bodies may be 4x the limit: one over that is 413 with the same text.
+    let body = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}}],"pad":"{}"}}"#,
+        " ".repeat(8000)
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v2/models/small/infer",
+            pod.rest_port
+        ))
+        .header("mm-model-id", "small")
+        .body(body)
+        .send()
+        .await
+        .expect("REST request");
+    assert_eq!(resp.status().as_u16(), 413);
+    let text = resp.text().await.unwrap_or_default();
+    assert!(
+        text.contains("limit of 8000 bytes") && text.contains("MM_SVC_GRPC_MAX_MSG_SIZE"),
+        "{text}"
     );
     let small = with_header(
         raw_request("small", &ex["tiny-regression"]["inputs"]),

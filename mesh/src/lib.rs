@@ -18,6 +18,7 @@ pub mod limits;
 pub mod load_queue;
 pub mod local;
 pub mod mesh;
+pub mod message_limit;
 pub mod metrics;
 pub mod placement;
 pub mod proxy;

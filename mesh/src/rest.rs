@@ -5,7 +5,8 @@
 use crate::proxy::Router;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -109,22 +110,83 @@ async fn infer(
     }
 }
 
+/// What the REST handlers share: the router and the body limit.
+#[derive(Clone)]
+struct RestState {
+    router: Arc<Router>,
+    body_limit: BodyLimit,
+}
+
+/// The largest REST body, in bytes.
+#[derive(Clone, Copy)]
+struct BodyLimit(usize);
+
+impl FromRef<RestState> for Arc<Router> {
+    fn from_ref(s: &RestState) -> Self {
+        s.router.clone()
+    }
+}
+
+impl FromRef<RestState> for BodyLimit {
+    fn from_ref(s: &RestState) -> Self {
+        s.body_limit
+    }
+}
+
+/// The answer to a body that could not be read: 413 naming the limit and the setting that
+/// raises it when it was too large.
+fn body_error(rejection: BytesRejection, headers: &HeaderMap, limit: BodyLimit) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let size = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let text = crate::message_limit::too_large_text(
+            &format!(
+                "REST body (up to {}x the gRPC message limit)",
+                crate::message_limit::REST_BODY_FACTOR
+            ),
+            size,
+            limit.0,
+        );
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({ "error": text })),
+        )
+            .into_response()
+    } else {
+        (
+            rejection.status(),
+            Json(json!({ "error": format!("cannot read the request body: {rejection}") })),
+        )
+            .into_response()
+    }
+}
+
 async fn model_infer(
     State(r): State<Arc<Router>>,
+    State(limit): State<BodyLimit>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    infer(&r, &headers, &name, "", &body).await
+    match body {
+        Ok(body) => infer(&r, &headers, &name, "", &body).await,
+        Err(e) => body_error(e, &headers, limit),
+    }
 }
 
 async fn model_infer_version(
     State(r): State<Arc<Router>>,
+    State(limit): State<BodyLimit>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    infer(&r, &headers, &name, &version, &body).await
+    match body {
+        Ok(body) => infer(&r, &headers, &name, &version, &body).await,
+        Err(e) => body_error(e, &headers, limit),
+    }
 }
 
 async fn model_metadata(
@@ -176,8 +238,9 @@ async fn model_ready(
     (code, Json(json!({ "name": name, "ready": loaded }))).into_response()
 }
 
-/// The REST router; `extra` routes (e.g. `modelmesh up`'s status page) are merged in.
-pub fn router(r: Arc<Router>, extra: Option<axum::Router>) -> axum::Router {
+/// The REST router; `extra` routes (e.g. `modelmesh up`'s status page) are merged in. Bodies
+/// over `body_limit` bytes are answered 413.
+pub fn router(r: Arc<Router>, extra: Option<axum::Router>, body_limit: usize) -> axum::Router {
     let app = axum::Router::new()
         .route(
             "/v2/health/live",
@@ -194,11 +257,15 @@ pub fn router(r: Arc<Router>, extra: Option<axum::Router>) -> axum::Router {
             "/v2/models/{name}/versions/{version}/infer",
             post(model_infer_version),
         )
-        .with_state(r);
-    match extra {
+        .with_state(RestState {
+            router: r,
+            body_limit: BodyLimit(body_limit),
+        });
+    let app = match extra {
         Some(e) => app.merge(e),
         None => app,
-    }
+    };
+    app.layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }
 
 /// Serves REST on `listener` (plain TCP or [`crate::tls::TlsListener`]) until `shutdown`

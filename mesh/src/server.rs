@@ -107,4 +107,10 @@ pub fn routes(router: Arc<Router>, max_message: usize, internal: bool) -> axum::
                 resp.map(Body::new)
             }
         })
+        // Before tonic's own limit (OUT_OF_RANGE): RESOURCE_EXHAUSTED naming the setting.
+        .layer(tower::util::MapRequestLayer::new(
+            move |req: http::Request<Body>| {
+                req.map(|b| Body::new(crate::message_limit::LimitedFrames::new(b, max_message)))
+            },
+        ))
 }

@@ -349,8 +349,11 @@ impl Sidecar {
     ) -> Result<(), SidecarError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         if let Some(rest) = self.rest {
-            let app = crate::rest::router(self.router.clone(), extra_rest).layer(
-                axum::extract::DefaultBodyLimit::max(self.max_message.saturating_mul(4)),
+            let app = crate::rest::router(
+                self.router.clone(),
+                extra_rest,
+                self.max_message
+                    .saturating_mul(crate::message_limit::REST_BODY_FACTOR),
             );
             let mut rrx = rx.clone();
             let acceptor = match &self.tls {

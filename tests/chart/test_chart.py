@@ -1,9 +1,12 @@
-"""The Helm chart, rendered by Helm's own Go SDK (helm-python-sdk): it lints clean, renders for
-cluster and namespace scope, refuses to render without an etcd, grants only the permissions
+"""The Helm chart, rendered by Helm's own Go SDK (helm-python-sdk): it lints clean, installs with no
+values (deploying its own etcd: a StatefulSet with a PVC per member, one or three members),
+renders for cluster and namespace scope and for an external etcd, refuses invalid etcd settings
+with a message naming what to set, grants only the permissions
 listed below, validates against the Kubernetes schemas (kubernetes-validate), and every built-in
 runtime it installs renders a valid runtime Deployment through `modelmesh controller render`.
 """
 
+import json
 import os
 import subprocess
 import tempfile
@@ -16,7 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelmesh"
 BIN = Path(os.environ.get("MODELMESH_BIN", ROOT / "target" / "debug" / "modelmesh"))
-ETCD = {"etcd": {"connection": '{"endpoints":"http://etcd:2379","root_prefix":"mm"}'}}
+# An etcd of the user's own (no etcd rendered).
+ETCD = {"etcd": {"deploy": False, "connection": '{"endpoints":"http://etcd:2379","root_prefix":"mm"}'}}
 
 
 def render(values, namespace="modelmesh-serving"):
@@ -34,9 +38,125 @@ def by_kind(docs, kind):
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_lint_is_clean():
-    result = helm.lint(str(CHART), strict=True, values=ETCD)
+def validate(docs):
+    """kubernetes-validate --strict on the rendered objects (our CRDs' instances skipped)."""
+    docs = [d for d in docs if d["apiVersion"] != "serving.kserve.io/v1alpha1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chart.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        run = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "kubernetes-validate"), "-k", "1.33.0", "--strict", "--quiet", str(path)],
+            capture_output=True, text=True,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"etcd": {"replicas": 3}}, ETCD, {"etcd": {"deploy": False, "existingSecret": "my-etcd"}}],
+    ids=["no-values", "etcd-3-members", "external-etcd", "existing-secret"],
+)
+def test_lint_is_clean(values):
+    result = helm.lint(str(CHART), strict=True, values=values)
     assert result["errors"] == [], result
+
+
+def etcd_args(sts):
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    return dict(a.split("=", 1) for a in c["command"][1:])
+
+
+def test_install_with_no_values_deploys_an_etcd_with_a_volume():
+    docs = render({})
+    validate(docs)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+        + ["ConfigMap", "Deployment", "Secret", "Service", "StatefulSet"]
+        + ["ClusterServingRuntime"] * 3
+    ), kinds
+    sts = by_kind(docs, "StatefulSet")[0]
+    assert sts["metadata"]["name"] == "modelmesh-etcd"
+    assert sts["spec"]["replicas"] == 1
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    args = etcd_args(sts)
+    assert any(args["--data-dir"].startswith(m["mountPath"]) for m in mounts if m["name"] == claim["metadata"]["name"])
+    assert args["--initial-cluster"] == "modelmesh-etcd-0=http://modelmesh-etcd-0.modelmesh-etcd.modelmesh-serving.svc:2380"
+    svc = by_kind(docs, "Service")[0]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    secret = by_kind(docs, "Secret")[0]
+    assert secret["metadata"]["name"] == "model-serving-etcd"
+    conn = json.loads(secret["stringData"]["etcd_connection"])
+    assert conn == {
+        "endpoints": "http://modelmesh-etcd-0.modelmesh-etcd.modelmesh-serving.svc:2379",
+        "root_prefix": "modelmesh-serving",
+    }
+    # The controller reads that secret.
+    controller = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in controller["env"]}
+    assert env["ETCD_SECRET_NAME"] == "model-serving-etcd"
+    # The NOTES say how to use an existing etcd instead.
+    with helm.Chart.load(str(CHART)) as ch:
+        notes = next(t for n, t in ch.render({}, name="mm", namespace="modelmesh-serving").items() if n.endswith("NOTES.txt"))
+    assert "etcd.deploy=false" in notes and "etcd.connection" in notes and "etcd.existingSecret" in notes
+
+
+def test_three_etcd_members_know_each_other():
+    docs = render({"etcd": {"replicas": 3}}, namespace="ml")
+    validate(docs)
+    sts = by_kind(docs, "StatefulSet")[0]
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    args = etcd_args(sts)
+    peers = args["--initial-cluster"].split(",")
+    assert peers == [f"modelmesh-etcd-{i}=http://modelmesh-etcd-{i}.modelmesh-etcd.ml.svc:2380" for i in range(3)]
+    # Each member names itself and advertises its own peer URL, which must be in the list.
+    assert args["--name"] == "$(POD_NAME)"
+    assert args["--initial-advertise-peer-urls"] == "http://$(POD_NAME).modelmesh-etcd.ml.svc:2380"
+    assert args["--initial-cluster-state"] == "new"
+    for i in range(3):
+        member = args["--initial-advertise-peer-urls"].replace("$(POD_NAME)", f"modelmesh-etcd-{i}")
+        assert f"modelmesh-etcd-{i}={member}" in peers
+    conn = json.loads(by_kind(docs, "Secret")[0]["stringData"]["etcd_connection"])
+    assert conn["endpoints"].split(",") == [f"http://modelmesh-etcd-{i}.modelmesh-etcd.ml.svc:2379" for i in range(3)]
+    anti = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_an_external_etcd_renders_no_etcd():
+    for values in (ETCD, {"etcd": {"deploy": False, "existingSecret": "my-etcd"}}):
+        docs = render(values)
+        validate(docs)
+        assert not by_kind(docs, "StatefulSet")
+        assert not [d for d in docs if d["kind"] == "Service"]
+    docs = render(ETCD)
+    assert json.loads(by_kind(docs, "Secret")[0]["stringData"]["etcd_connection"])["endpoints"] == "http://etcd:2379"
+    docs = render({"etcd": {"deploy": False, "existingSecret": "my-etcd"}})
+    assert not by_kind(docs, "Secret")
+    env = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ETCD_SECRET_NAME"] == "my-etcd"
+
+
+@pytest.mark.parametrize(
+    "values, says",
+    [
+        ({"etcd": {"deploy": False}}, ["etcd.connection", "etcd.existingSecret"]),
+        ({"etcd": {"connection": '{"endpoints":"http://x:2379"}'}}, ["etcd.deploy=false"]),
+        ({"etcd": {"existingSecret": "mine"}}, ["etcd.deploy=false"]),
+        ({"etcd": {"replicas": 2}}, ["etcd.replicas=2", "odd"]),
+        ({"etcd": {"replicas": 0}}, ["etcd.replicas=0", "odd"]),
+    ],
+    ids=["no-etcd", "deploy-and-connection", "deploy-and-secret", "even-members", "no-members"],
+)
+def test_invalid_etcd_settings_say_what_to_set(values, says):
+    with pytest.raises(Exception) as e:
+        render(values)
+    for text in says:
+        assert text in str(e.value), str(e.value)
 
 
 def test_cluster_scope_renders_everything():
@@ -65,16 +185,6 @@ def test_namespace_scope_uses_a_role_and_namespaced_runtimes():
     assert len(runtimes) == 3 and all(r["metadata"]["namespace"] == "team-a" for r in runtimes)
     rules = [r for role in by_kind(docs, "Role") for r in role["rules"]]
     assert not any("namespaces" in r["resources"] for r in rules)
-
-
-def test_quick_start_etcd_and_a_missing_etcd():
-    docs = render({"etcd": {"deploy": True}})
-    secret = by_kind(docs, "Secret")[0]
-    assert "http://etcd.modelmesh-serving:2379" in secret["stringData"]["etcd_connection"]
-    assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "etcd" for d in docs)
-    with pytest.raises(Exception) as e:
-        render({})
-    assert "etcd.connection" in str(e.value)
 
 
 # Every permission the controller gets, and nothing else (why: see templates/rbac.yaml).
@@ -114,15 +224,8 @@ def test_rbac_grants_exactly_the_listed_permissions():
 
 
 def test_rendered_objects_are_valid_kubernetes():
-    docs = [d for d in render({**ETCD, "etcd": {"deploy": True}}) if d["apiVersion"] != "serving.kserve.io/v1alpha1"]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "chart.yaml"
-        path.write_text(yaml.safe_dump_all(docs))
-        run = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "kubernetes-validate"), "-k", "1.33.0", "--strict", "--quiet", str(path)],
-            capture_output=True, text=True,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
+    validate(render(ETCD))
+    validate(render({**ETCD, "namespaceScope": True}, namespace="team-a"))
 
 
 def test_built_in_runtimes_render_valid_deployments():

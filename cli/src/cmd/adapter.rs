@@ -42,11 +42,12 @@ pub struct Args {
     /// Model server host.
     #[arg(long, env = "RUNTIME_HOST", default_value = "localhost")]
     runtime_host: String,
-    /// Memory request of the model server container, in bytes (required).
-    #[arg(long, env = "CONTAINER_MEM_REQ_BYTES", allow_negative_numbers = true, default_value_t = -1)]
-    container_mem_req_bytes: i64,
-    /// Memory kept free of models, in bytes.
-    #[arg(long, env = "MEM_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    /// Memory request of the model server container (required): bytes or a size with a unit
+    /// (1Gi, 512MiB, 2G).
+    #[arg(long, env = "CONTAINER_MEM_REQ_BYTES", value_parser = modelmesh_size::parse_i64)]
+    container_mem_req_bytes: Option<i64>,
+    /// Memory kept free of models: bytes or a size with a unit.
+    #[arg(long, env = "MEM_BUFFER_BYTES", default_value = "256Mi", value_parser = modelmesh_size::parse_i64)]
     mem_buffer_bytes: i64,
     /// Model loads the server can run at once.
     #[arg(long, env = "LOADING_CONCURRENCY", default_value_t = 1)]
@@ -54,8 +55,8 @@ pub struct Args {
     /// Load timeout reported to the mesh, in milliseconds.
     #[arg(long, env = "LOADTIME_TIMEOUT", default_value_t = 30_000)]
     loadtime_timeout: u32,
-    /// Size assumed for a model whose size is unknown, in bytes.
-    #[arg(long, env = "DEFAULT_MODELSIZE", default_value_t = 1_000_000)]
+    /// Size assumed for a model whose size is unknown: bytes or a size with a unit.
+    #[arg(long, env = "DEFAULT_MODELSIZE", default_value = "1000000", value_parser = modelmesh_size::parse)]
     default_modelsize: u64,
     /// Memory per byte of model on disk.
     #[arg(long, env = "MODELSIZE_MULTIPLIER", default_value_t = 1.25)]
@@ -89,7 +90,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         },
         runtime_host: a.runtime_host,
         runtime_port: a.runtime_port,
-        container_mem_req_bytes: a.container_mem_req_bytes,
+        // Unset is upstream's -1, which the adapter refuses with its own message.
+        container_mem_req_bytes: a.container_mem_req_bytes.unwrap_or(-1),
         mem_buffer_bytes: a.mem_buffer_bytes,
         loading_concurrency: a.loading_concurrency,
         loadtime_timeout_ms: a.loadtime_timeout,

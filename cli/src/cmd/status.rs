@@ -60,9 +60,38 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     let c = &v["cache"];
     println!(
-        "\ncache: {} copies, {} of {} bytes used",
-        c["copies"], c["used_bytes"], c["capacity_bytes"]
+        "\ncache of {}: {} copies, {} of {} bytes used",
+        v["instance"].as_str().unwrap_or("this instance"),
+        c["copies"],
+        c["used_bytes"],
+        c["capacity_bytes"]
     );
+    if let Some(all) = v["instances"].as_array().filter(|a| !a.is_empty()) {
+        println!(
+            "\n{:<34} {:<7} {:>12} {:>12}  INTERNAL ADDRESS",
+            "INSTANCE", "COPIES", "USED", "CAPACITY"
+        );
+        for i in all {
+            let mark = if i["this"].as_bool() == Some(true) {
+                " (this)"
+            } else {
+                ""
+            };
+            let down = if i["shutting_down"].as_bool() == Some(true) {
+                " shutting down"
+            } else {
+                ""
+            };
+            println!(
+                "{:<34} {:<7} {:>12} {:>12}  {}{down}",
+                format!("{}{mark}", i["instance"].as_str().unwrap_or("")),
+                i["copies"],
+                i["used_bytes"],
+                i["capacity_bytes"],
+                i["internal_address"].as_str().unwrap_or("")
+            );
+        }
+    }
     if let Some(errs) = v["invalid_files"].as_object().filter(|e| !e.is_empty()) {
         println!("\ninvalid predictor files (skipped):");
         for (f, e) in errs {

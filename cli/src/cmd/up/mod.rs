@@ -42,8 +42,8 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
-    /// Memory for models, in bytes (the runtime's capacity).
-    #[arg(long, default_value_t = 1 << 30)]
+    /// Memory for models (the runtime's capacity): bytes or a size with a unit (512Mi, 2GiB, 4G).
+    #[arg(long, default_value = "1Gi", value_parser = modelmesh_size::parse)]
     memory: u64,
     /// Keep registrations in this file across restarts (default: in memory only).
     #[arg(long)]
@@ -59,6 +59,15 @@ pub struct Args {
     /// Number of mesh instances (each with its own runtime), forming one cluster.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Instance id this process publishes in the shared store (with --etcd or --kv-store):
+    /// every process of one cluster needs its own. Default: the host name and the gRPC port
+    /// (stable across restarts); with --instances N, `-i` is appended per instance.
+    #[arg(long, value_name = "ID")]
+    name: Option<String>,
+    /// Host other instances reach this one's internal port at (with --etcd or --kv-store).
+    /// Default: --address, or 127.0.0.1 when that is a wildcard address.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
     /// Prometheus port (0 = off).
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
@@ -98,6 +107,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         (None, Some(v)) => KvConfig::parse(v).map_err(anyhow::Error::msg)?,
         (None, None) => KvConfig::Memory(a.state.clone()),
     };
+    // A store other processes can share (etcd): every process must publish its own instance.
+    let shared = !matches!(kv, KvConfig::Memory(_));
+    let base_name = instance_base_name(&a, shared)?;
     // One store shared by every instance, as pods of one cluster share etcd.
     let store = modelmesh_mesh::sidecar::connect_kv(&kv).await?;
     let n = a.instances.max(1);
@@ -106,6 +118,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let pod = Pod {
             index: i,
             count: n,
+            id: if n > 1 {
+                format!("{base_name}-{i}")
+            } else {
+                base_name.clone()
+            },
+            shared,
             work: &work,
             cfgdir: &cfgdir,
             kv: &kv,
@@ -183,7 +201,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             };
             if vms
                 .iter()
-                .all(|(_, vm)| here(&vm.active) || (n > 1 && loaded(&vm.active)))
+                .all(|(_, vm)| here(&vm.active) || ((n > 1 || shared) && loaded(&vm.active)))
             {
                 let copies: usize = loaded_mesh
                     .registry
@@ -191,7 +209,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     .iter()
                     .map(|(_, r)| r.instance_ids.len())
                     .sum();
-                eprintln!("modelmesh up: {copies} model(s) loaded on {n} instance(s)");
+                let instances = loaded_mesh.instances.list().len().max(n);
+                eprintln!("modelmesh up: {copies} model(s) loaded on {instances} instance(s)");
                 return;
             }
         }
@@ -219,10 +238,58 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The instance id of this process (before `-i` for several instances): `--name`, else the
+/// host name and gRPC port with a shared store (so processes on one etcd stay apart), else
+/// `local`.
+fn instance_base_name(a: &Args, shared: bool) -> anyhow::Result<String> {
+    if let Some(name) = &a.name {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            bail!(
+                "--name {name:?}: use 1 to 128 letters, digits, '-' or '_' (it is a key in the shared store)"
+            );
+        }
+        return Ok(name.clone());
+    }
+    if !shared {
+        return Ok("local".into());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let host = if host.is_empty() {
+        "local".into()
+    } else {
+        host
+    };
+    Ok(format!("{host}-{}", a.grpc_port))
+}
+
 /// Where one instance of `up` lives.
 struct Pod<'a> {
     index: usize,
     count: usize,
+    /// Its instance id in the store.
+    id: String,
+    /// Whether the store is shared with other processes (then the internal port is open).
+    shared: bool,
     work: &'a std::path::Path,
     cfgdir: &'a std::path::Path,
     kv: &'a KvConfig,
@@ -287,15 +354,21 @@ async fn start_pod(
             .await;
     });
     let port = |base: u16| base.saturating_add(pod.index as u16);
+    // Other processes on the shared store reach this one's internal port at `location`.
+    let internal_ip = if a.address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        a.address
+    };
+    let location = a
+        .advertise
+        .clone()
+        .unwrap_or_else(|| internal_ip.to_string());
     let cfg = SidecarConfig {
         service_name: "modelmesh-up".into(),
         kv: pod.kv.clone(),
         kv_prefix: "mm".into(),
-        instance_id: if pod.count > 1 {
-            format!("local-{}", pod.index)
-        } else {
-            "local".into()
-        },
+        instance_id: pod.id.clone(),
         grpc_addr: SocketAddr::new(a.address, port(a.grpc_port)),
         runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
         runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
@@ -306,9 +379,8 @@ async fn start_pod(
         limits: Default::default(),
         tls: None,
         rest_addr: Some(SocketAddr::new(a.address, port(a.rest_port))),
-        internal_addr: (pod.count > 1)
-            .then(|| SocketAddr::new("127.0.0.1".parse().unwrap_or(a.address), 0)),
-        location: "127.0.0.1".into(),
+        internal_addr: (pod.count > 1 || pod.shared).then(|| SocketAddr::new(internal_ip, 0)),
+        location,
         scaleup_rpm: modelmesh_mesh::proxy::DEFAULT_SCALEUP_RPM,
         instance_lease_ttl_secs: modelmesh_mesh::instance::LEASE_TTL_SECS,
         reaper_every: Duration::from_secs(60),
@@ -355,7 +427,21 @@ async fn status_json(
         })
         .collect();
     let errors = state.lock().map(|s| s.errors.clone()).unwrap_or_default();
+    let this = mesh.local.instance_id().to_string();
+    let instances: Vec<serde_json::Value> = mesh
+        .instances
+        .list()
+        .into_iter()
+        .map(|(id, r)| {
+            serde_json::json!({ "instance": id, "this": id == this, "copies": r.count,
+                "capacity_bytes": r.capacity.saturating_mul(modelmesh_mesh::cache::UNIT_BYTES as i64),
+                "used_bytes": r.used.saturating_mul(modelmesh_mesh::cache::UNIT_BYTES as i64),
+                "internal_address": r.internal_address, "shutting_down": r.shutdown })
+        })
+        .collect();
     serde_json::json!({
+        "instance": this,
+        "instances": instances,
         "vmodels": vmodels,
         "models": models,
         "cache": { "capacity_bytes": capacity, "used_bytes": used, "unloading_bytes": unloading, "copies": copies },
