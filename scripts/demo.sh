@@ -20,15 +20,20 @@ fail() {
 trap 'rc=$?; [ $rc -ne 0 ] && printf "\n[demo] FAILED at step \"%s\" (exit %s); the output above says why\n" "$STEP" "$rc" >&2' ERR
 
 step "checking prerequisites (scripts/setup-build.sh: protoc, a C compiler; curl and python3 for the requests)"
-command -v python3 >/dev/null || fail "python3 is needed (it picks free ports and reads the example's expected input): install it with 'apt-get install python3'"
 if [ -z "${MODELMESH_BIN:-}" ]; then
   bash scripts/setup-build.sh || fail "the build prerequisites could not be installed (see above)"
 fi
-if ! command -v curl >/dev/null; then
-  echo "[demo] installing curl (apt-get)"
-  SUDO=(); [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO=(sudo)
-  { "${SUDO[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq curl >/dev/null; } ||
-    fail "curl is needed for the REST request: install it with 'apt-get install curl'"
+# The requests use curl, and python3 picks free ports and reads the example's expected input.
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[demo] installing ${missing[*]} (apt-get)"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=(sudo); fi
+  { command -v apt-get >/dev/null && "${SUDO[@]}" apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+    fail "${missing[*]} needed: install with your package manager (apt-get install ${missing[*]}), then re-run"
 fi
 
 if [ -n "${MODELMESH_BIN:-}" ]; then

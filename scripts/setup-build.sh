@@ -34,7 +34,7 @@ if ! command -v apt-get >/dev/null; then
 fi
 log "installing ${need[*]} (apt-get; needed to compile the workspace)"
 if ! { "${SUDO[@]}" apt-get update -qq &&
-  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+  DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null; }; then
   echo "[setup-build] could not install ${need[*]}: run 'sudo apt-get install ${need[*]}' by hand, then re-run" >&2
   exit 1
 fi

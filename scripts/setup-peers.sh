@@ -25,7 +25,7 @@ command -v etcdctl >/dev/null || need_apt+=(etcd-client)     # tests read the me
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -f .venv/.modelmesh-ready ]; then
