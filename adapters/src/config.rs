@@ -55,6 +55,9 @@ pub struct AdapterConfig {
     pub storage_config_dir: PathBuf,
     /// Root of PVC mounts (`PVC_MOUNTS_DIR`).
     pub pvc_mounts_dir: PathBuf,
+    /// Storage beyond the clouds and PVCs the operator allows (`MODELMESH_ALLOW_LOCAL_STORAGE`,
+    /// `MODELMESH_STORAGE_ALLOW_LOOPBACK`).
+    pub storage_policy: crate::puller::StoragePolicy,
 }
 
 impl Default for AdapterConfig {
@@ -75,6 +78,7 @@ impl Default for AdapterConfig {
             use_embedded_puller: false,
             storage_config_dir: "/storage-config".into(),
             pvc_mounts_dir: "/pvc_mounts".into(),
+            storage_policy: Default::default(),
         }
     }
 }

@@ -45,6 +45,7 @@ impl Adapter {
                 cfg.root_model_dir.clone(),
                 cfg.storage_config_dir.clone(),
                 cfg.pvc_mounts_dir.clone(),
+                cfg.storage_policy,
             )
         });
         Adapter {

@@ -1,12 +1,16 @@
 //! The storage puller against real emulators: S3 (moto), Azure Blob (azurite), GCS
 //! (fake-gcs-server) and plain HTTP. Each fetches a directory prefix and a single object,
-//! reports a missing path as NOT_FOUND, and refuses paths and keys that would escape.
+//! reports a missing path as NOT_FOUND, and refuses paths and keys that would escape. A
+//! registration's storage parameters cannot change where or how storage is reached (local
+//! roots, URLs, endpoints): each is refused naming the field before anything is fetched, and
+//! http storage on loopback, link-local or metadata addresses and off-host redirects are
+//! refused unless the operator allows them.
 
 mod common;
 
 use common::*;
 use modelmesh_adapters::model_key::ModelKey;
-use modelmesh_adapters::puller::Puller;
+use modelmesh_adapters::puller::{Puller, StoragePolicy};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -56,7 +60,7 @@ async fn check_store(
     std::fs::create_dir_all(&cfg).expect("mkdir");
     std::fs::write(cfg.join(name), entry.to_string()).expect("write");
     let root = dir.join(format!("models-{name}"));
-    let puller = Puller::new(&root, &cfg, dir.join("no-pvcs"));
+    let puller = Puller::new(&root, &cfg, dir.join("no-pvcs"), StoragePolicy::default());
     let key = ModelKey::parse(&serde_json::json!({"storage_key": name}).to_string()).expect("key");
 
     let got = puller
@@ -229,8 +233,40 @@ async fn pulls_single_files_over_http() {
         serde_json::json!({"type": "http", "url": format!("http://127.0.0.1:{port}/")}).to_string(),
     )
     .expect("write");
-    let puller = Puller::new(dir.path().join("models"), &cfg, dir.path().join("none"));
     let key = ModelKey::parse(r#"{"storage_key":"web"}"#).expect("key");
+    // By default a loopback URL is refused before any request is sent.
+    let strict = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        StoragePolicy::default(),
+    );
+    let e = strict
+        .pull("h0", "models/single.onnx", &key)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(
+        e.to_string().contains("loopback")
+            && e.to_string().contains("MODELMESH_STORAGE_ALLOW_LOOPBACK"),
+        "{e}"
+    );
+    assert!(
+        !p.log_text().contains("single.onnx"),
+        "a request reached the server: {}",
+        p.log_text()
+    );
+
+    let policy = StoragePolicy {
+        allow_local: false,
+        allow_loopback: true,
+    };
+    let puller = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        policy,
+    );
     let got = puller
         .pull("h1", "models/single.onnx", &key)
         .await
@@ -246,4 +282,206 @@ async fn pulls_single_files_over_http() {
     assert_eq!(e.code(), Code::NotFound, "{e}");
     let e = puller.pull("h3", "../x", &key).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}
+
+#[tokio::test]
+async fn a_registration_cannot_redirect_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source_tree(dir.path());
+    // A server the registration would like the adapter to read from.
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        &port.to_string(),
+        "--directory",
+    ])
+    .arg(&src);
+    let mut p = Proc::spawn("target-server", cmd, dir.path());
+    wait_http(&mut p, port, "/", Duration::from_secs(30)).await;
+    let cfg = dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    let secret = |name: &str, v: serde_json::Value| {
+        std::fs::write(cfg.join(name), v.to_string()).expect("write");
+    };
+    secret(
+        "s3",
+        serde_json::json!({"type": "s3", "bucket": "models", "endpoint_url": "http://minio.example:9000",
+        "access_key_id": "AKIA", "secret_access_key": "SECRET", "region": "us-east-1"}),
+    );
+    secret(
+        "web",
+        serde_json::json!({"type": "http", "url": "https://models.example.com/base"}),
+    );
+    secret("pvc", serde_json::json!({"type": "pvc", "name": "models"}));
+    // Even with every operator allowance on, the registration's parameters are checked.
+    let policy = StoragePolicy {
+        allow_local: true,
+        allow_loopback: true,
+    };
+    let puller = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        policy,
+    );
+    let target = format!("http://127.0.0.1:{port}");
+    let cases = [
+        (
+            serde_json::json!({"storage_key": "s3", "storage_params": {"type": "local", "root": "/etc"}}),
+            "storage_params.root",
+        ),
+        (
+            serde_json::json!({"storage_key": "s3", "storage_params": {"type": "local"}}),
+            "storage_params.type",
+        ),
+        (
+            serde_json::json!({"storage_params": {"type": "local", "root": "/etc"}}),
+            "storage_params.root",
+        ),
+        (
+            serde_json::json!({"storage_params": {"type": "local"}}),
+            "storage_params.type",
+        ),
+        (
+            serde_json::json!({"storage_key": "pvc", "storage_params": {"root": "/etc"}}),
+            "storage_params.root",
+        ),
+        (
+            serde_json::json!({"storage_params": {"type": "http", "url": target}}),
+            "storage_params.type",
+        ),
+        (
+            serde_json::json!({"storage_key": "web", "storage_params": {"url": target}}),
+            "storage_params.url",
+        ),
+        (
+            serde_json::json!({"storage_key": "web", "storage_params": {"url": "http://169.254.169.254/latest/meta-data/"}}),
+            "storage_params.url",
+        ),
+        (
+            serde_json::json!({"storage_key": "web", "storage_params": {"headers": {"Authorization": "Bearer x"}}}),
+            "storage_params.headers",
+        ),
+        (
+            serde_json::json!({"storage_key": "s3", "storage_params": {"endpoint_url": target}}),
+            "storage_params.endpoint_url",
+        ),
+        (
+            serde_json::json!({"storage_key": "s3", "storage_params": {"access_key_id": "mine"}}),
+            "storage_params.access_key_id",
+        ),
+    ];
+    for (key, field) in cases {
+        let k = ModelKey::parse(&key.to_string()).expect("key");
+        let e = puller.pull("x", "passwd", &k).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{key}: {e}");
+        assert!(e.to_string().contains(field), "{key}: {e}");
+        assert!(!e.to_string().contains("SECRET"), "{key}: {e}");
+    }
+    assert!(
+        !p.log_text().contains("passwd"),
+        "a refused registration reached the server: {}",
+        p.log_text()
+    );
+    // The secret's own local entry is refused where the operator did not allow local storage.
+    secret("disk", serde_json::json!({"type": "local", "root": "/etc"}));
+    let strict = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        StoragePolicy::default(),
+    );
+    let e = strict
+        .pull(
+            "y",
+            "passwd",
+            &ModelKey::parse(r#"{"storage_key":"disk"}"#).expect("key"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(!dir.path().join("models/y/passwd").exists());
+}
+
+#[tokio::test]
+async fn http_storage_follows_no_redirect_to_another_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One server redirects to another port (another origin), the other records what it is asked.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let other_port = other.local_addr().expect("addr").port();
+    let h = hits.clone();
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "stolen" }
+        });
+        let _ = axum::serve(other, app).await;
+    });
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = redirector.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .route(
+                "/same/m.onnx",
+                axum::routing::get(|| async {
+                    axum::response::Redirect::temporary("/final/m.onnx")
+                }),
+            )
+            .route(
+                "/final/m.onnx",
+                axum::routing::get(|| async { "same-host-model" }),
+            )
+            .fallback(move || async move {
+                axum::response::Redirect::temporary(&format!(
+                    "http://127.0.0.1:{other_port}/x?token=T0KEN"
+                ))
+            });
+        let _ = axum::serve(redirector, app).await;
+    });
+    let cfg = dir.path().join("cfg");
+    std::fs::create_dir_all(&cfg).expect("mkdir");
+    std::fs::write(
+        cfg.join("web"),
+        serde_json::json!({"type": "http", "url": format!("http://127.0.0.1:{port}/")}).to_string(),
+    )
+    .expect("write");
+    let policy = StoragePolicy {
+        allow_local: false,
+        allow_loopback: true,
+    };
+    let puller = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        policy,
+    );
+    let key = ModelKey::parse(r#"{"storage_key":"web"}"#).expect("key");
+    let got = puller
+        .pull("r1", "same/m.onnx", &key)
+        .await
+        .expect("same-host redirect");
+    assert_eq!(
+        std::fs::read(&got.model_path).expect("read"),
+        b"same-host-model"
+    );
+    let e = puller.pull("r2", "away/m.onnx", &key).await.unwrap_err();
+    assert!(e.to_string().contains("redirect"), "{e}");
+    assert!(
+        !e.to_string().contains("T0KEN"),
+        "the URL was not redacted: {e}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other host was contacted"
+    );
 }

@@ -206,7 +206,7 @@ async fn the_pod_the_controller_renders_serves_a_predictor() {
     }
     mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len())); // longest mount path first
     mounts.dedup();
-    let ports: BTreeMap<u16, u16> = [8001, 8085, 8033, 8008, 2112]
+    let ports: BTreeMap<u16, u16> = [8001, 8085, 8033, 8034, 8008, 2112]
         .into_iter()
         .map(|p| (p, free_port()))
         .collect();
@@ -242,6 +242,8 @@ async fn the_pod_the_controller_renders_serves_a_predictor() {
         &[
             ("ROOT_MODEL_DIR", models.to_string_lossy().into_owned()),
             ("STORAGE_CONFIG_DIR", storage.to_string_lossy().into_owned()),
+            // The test's model store is a local directory.
+            ("MODELMESH_ALLOW_LOCAL_STORAGE", "true".into()),
         ],
         dir.path(),
     );
@@ -271,7 +273,25 @@ async fn the_pod_the_controller_renders_serves_a_predictor() {
         ..Default::default()
     };
     let reg = registration("tiny", OWNER_PREDICTOR, &p, &BTreeMap::new()).expect("registration");
-    let status = ModelMeshClient::new(channel(grpc))
+    // The rendered pod serves the management API on its own port (the controller's, behind
+    // the NetworkPolicy), and refuses changes on the inference port clients reach.
+    let mgmt = ports[&8034];
+    let set = mm::SetVModelRequest {
+        v_model_id: reg.vmodel_id.clone(),
+        target_model_id: reg.model_id.clone(),
+        ..Default::default()
+    };
+    let e = ModelMeshClient::new(channel(grpc))
+        .set_v_model(set)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("MM_MANAGEMENT_PORT"),
+        "{}",
+        e.message()
+    );
+    let status = ModelMeshClient::new(channel(mgmt))
         .set_v_model(mm::SetVModelRequest {
             v_model_id: reg.vmodel_id.clone(),
             target_model_id: reg.model_id.clone(),

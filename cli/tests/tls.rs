@@ -1,7 +1,8 @@
 //! TLS with certificates generated for the test (rcgen): the external gRPC port and REST with
 //! mutual TLS (a client with no certificate, or one from another CA, is refused; plaintext is
 //! refused), and a two-pod mesh whose pods forward to each other over the internal port with
-//! mutual TLS and reach a real etcd that requires client certificates.
+//! mutual TLS (only peers: a certificate of the same CA that does not name the mesh is refused)
+//! and reach a real etcd that requires client certificates.
 
 mod common;
 
@@ -243,5 +244,17 @@ async fn pods_forward_over_mutual_tls_and_use_etcd_over_tls() {
             .is_err(),
         "the internal port served plaintext"
     );
+    // A certificate the mesh's own CA issued to another workload is not a mesh peer: it does
+    // not name the mesh (MM_TLS_INTERNAL_SERVER_NAME).
+    let ch = p
+        .channel(internal, Some("client"))
+        .await
+        .expect("the handshake with the CA's client certificate");
+    let e = Infer::new(ch)
+        .model_infer(req("m", &input, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not a mesh peer"), "{}", e.message());
     etcd.assert_running();
 }

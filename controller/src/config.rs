@@ -59,6 +59,16 @@ pub struct Config {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Mount any PVC a predictor names (not only those in storage-config).
     pub allow_any_pvc: bool,
+    /// Run ServingRuntimes with privileged containers, added capabilities or host ports
+    /// (ours; refused by default).
+    pub allow_privileged_runtimes: bool,
+    /// Run ServingRuntimes with hostPath volumes (ours; refused by default).
+    pub allow_host_path_runtimes: bool,
+    /// The mesh's ModelMesh API on a port of its own (ours; `managementPort`, 0: on the gRPC
+    /// port as upstream), which the controller calls and the NetworkPolicy keeps to it.
+    pub management_port: u16,
+    /// The NetworkPolicy of runtime pods (ours).
+    pub network_policy: NetworkPolicyConfig,
     /// Server types with a built-in adapter (`modelmesh` is our ONNX runtime).
     pub built_in_server_types: Vec<String>,
     /// Payload processors (`MM_PAYLOAD_PROCESSORS`).
@@ -69,6 +79,31 @@ pub struct Config {
     pub etcd_secret_name: Option<String>,
     /// Development only: the mesh endpoint to call instead of the Service.
     pub model_mesh_endpoint: Option<String>,
+}
+
+/// `networkPolicy`: who may reach the runtime pods' ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkPolicyConfig {
+    /// Render a NetworkPolicy in every served namespace.
+    pub enabled: bool,
+    /// Who may call inference (gRPC and REST); empty: anyone.
+    pub inference_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+    /// Who besides the controller may call the management API.
+    pub management_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+    /// Who may scrape metrics; empty: anyone.
+    pub metrics_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicyConfig {
+    fn default() -> Self {
+        NetworkPolicyConfig {
+            enabled: true,
+            inference_from: Vec::new(),
+            management_from: Vec::new(),
+            metrics_from: Vec::new(),
+        }
+    }
 }
 
 /// `tls`.
@@ -193,6 +228,10 @@ impl Default for Config {
             runtime_pod_annotations: BTreeMap::new(),
             image_pull_secrets: Vec::new(),
             allow_any_pvc: false,
+            allow_privileged_runtimes: false,
+            allow_host_path_runtimes: false,
+            management_port: 8034,
+            network_policy: NetworkPolicyConfig::default(),
             built_in_server_types: vec!["modelmesh".into(), "triton".into(), "mlserver".into()],
             payload_processors: Vec::new(),
             internal_model_mesh_env_vars: Vec::new(),
@@ -239,10 +278,13 @@ impl Default for RestProxy {
 }
 
 impl Config {
-    /// The mesh's named ports, as its container and the Service expose them: gRPC, then REST
-    /// and metrics when enabled.
+    /// The mesh's named ports, as its container and the Service expose them: gRPC, the
+    /// management API when it has its own port, then REST and metrics when enabled.
     pub fn ports(&self) -> Vec<(&'static str, u16)> {
         let mut ports = vec![("grpc", self.inference_service_port)];
+        if self.management_port != 0 {
+            ports.push(("mgmt", self.management_port));
+        }
         if self.rest_proxy.enabled {
             ports.push(("http", self.rest_proxy.port));
         }
@@ -265,6 +307,14 @@ impl Config {
 
     /// Upstream's checks: payload processors are space-separated in the sidecar's environment,
     /// so none may contain a space; resource quantities must parse.
+    /// What runtimes may do beyond an ordinary pod.
+    pub fn runtime_policy(&self) -> crate::validation::RuntimePolicy {
+        crate::validation::RuntimePolicy {
+            allow_privileged: self.allow_privileged_runtimes,
+            allow_host_path: self.allow_host_path_runtimes,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(p) = self.payload_processors.iter().find(|p| p.contains(' ')) {
             return Err(ConfigError(format!(

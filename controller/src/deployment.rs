@@ -24,6 +24,8 @@ use std::collections::BTreeMap;
 
 /// Port of `/prestop`, held by the sidecar until the pod's models moved.
 pub const PRESTOP_PORT: i32 = 8090;
+/// The sidecar's internal (pod-to-pod) port, its default `MM_INTERNAL_PORT`.
+pub const INTERNAL_PORT: u16 = 8080;
 /// Probe port of the sidecar (`/ready`, `/live`).
 pub const PROBE_PORT: i32 = 8089;
 /// Default model-management port of a runtime (or its adapter).
@@ -349,6 +351,11 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
         "MM_SVC_GRPC_PORT",
         cfg.inference_service_port.to_string(),
     ));
+    if cfg.management_port != 0 {
+        // The API's changes only there, where the NetworkPolicy admits the controller alone.
+        set(env("MM_MANAGEMENT_PORT", cfg.management_port.to_string()));
+        set(env("MM_MANAGEMENT_ON_GRPC_PORT", "false".to_string()));
+    }
     set(field_env("WKUBE_POD_NAME", "metadata.name"));
     set(field_env("WKUBE_POD_IPADDR", "status.podIP"));
     set(field_env("MM_LOCATION", "status.hostIP"));
@@ -609,6 +616,9 @@ pub fn render(rt: &RuntimeInput, cfg: &Config) -> Deployment {
                     service_account_name: (!cfg.service_account_name.is_empty())
                         .then(|| cfg.service_account_name.clone()),
                     termination_grace_period_seconds: Some(GRACE_SECONDS),
+                    // Nothing in a runtime pod calls the Kubernetes API: a stolen token would
+                    // be the only use of one.
+                    automount_service_account_token: Some(false),
                     ..Default::default()
                 }),
             },
@@ -693,7 +703,7 @@ mod tests {
             .flatten()
             .filter_map(|p| p.name.as_deref())
             .collect();
-        assert_eq!(ports, ["grpc", "http", "prometheus"]);
+        assert_eq!(ports, ["grpc", "mgmt", "http", "prometheus"]);
         let adapter = &ps.containers[1];
         assert_eq!(env_of(adapter, "RUNTIME_VERSION"), Some("23.04-py3"));
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod labels;
 pub mod leader;
 pub mod mesh_client;
 pub mod mesh_watch;
+pub mod network_policy;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;

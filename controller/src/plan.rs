@@ -99,9 +99,11 @@ pub struct Plan {
     /// Leave tc-config and the etcd secret as they are (an invalid runtime's Deployment still
     /// runs and mounts them).
     pub keep_shared: bool,
+    /// The runtime pods' NetworkPolicy (None: delete ours, if any).
+    pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
-fn meta(name: &str, namespace: &str) -> ObjectMeta {
+pub(crate) fn meta(name: &str, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(namespace.to_string()),
@@ -133,7 +135,7 @@ pub fn plan(i: &Inputs, scale: &mut ScaleState) -> Plan {
     let mut p = Plan::default();
     let mut enabled: Vec<&Runtime> = Vec::new();
     for rt in i.runtimes {
-        let problems = validate(&rt.spec, &cfg.built_in_server_types);
+        let problems = validate(&rt.spec, &cfg.built_in_server_types, cfg.runtime_policy());
         if !problems.is_empty() {
             p.problems
                 .extend(problems.into_iter().map(|m| RuntimeProblem {
@@ -192,6 +194,8 @@ pub fn plan(i: &Inputs, scale: &mut ScaleState) -> Plan {
     ]));
     p.tc_config = Some(tc);
     p.service = Some(service(cfg, i.namespace));
+    p.network_policy =
+        crate::network_policy::network_policy(cfg, i.namespace, i.controller_namespace);
     let etcd_secret = if i.namespace == i.controller_namespace {
         i.etcd_secret_name.to_string()
     } else {
@@ -376,7 +380,9 @@ mod tests {
         assert_eq!(constraints["mt:sklearn"]["required"][0], "mt:sklearn");
         let svc = p.service.unwrap().spec.unwrap();
         assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
-        assert_eq!(svc.ports.unwrap().len(), 3);
+        // grpc, mgmt, http, prometheus.
+        assert_eq!(svc.ports.unwrap().len(), 4);
+        assert!(p.network_policy.is_some());
         let secret = p.etcd_secret.unwrap().string_data.unwrap();
         let conn: serde_json::Value = serde_json::from_str(&secret[ETCD_KEY]).unwrap();
         assert_eq!(conn["root_prefix"], "modelmesh-serving/mm_ns/team-a");

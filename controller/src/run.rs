@@ -124,9 +124,14 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &rc.namespace);
     let cfg = config_from(cms.get_opt(&rc.config_map).await?.as_ref())?;
     tracing::info!(namespace = %rc.namespace, scope = if rc.namespace_scope { "namespace" } else { "cluster" }, "controller starting");
+    // The management API's own port when it has one (the NetworkPolicy admits us there).
+    let mesh_port = match cfg.management_port {
+        0 => cfg.inference_service_port,
+        p => p,
+    };
     let mesh = GrpcMesh::new(
         &cfg.inference_service_name,
-        cfg.inference_service_port,
+        mesh_port,
         rc.mesh_endpoint.clone().or(cfg.model_mesh_endpoint.clone()),
     );
     let etcd_secret = std::env::var("ETCD_SECRET_NAME")

@@ -1,7 +1,10 @@
 //! Upstream's ServingRuntime rules: names, ports, mounts and volumes the controller injects
 //! may not be used by the runtime's own containers, and a built-in adapter must be a known
-//! server type with a container of that name. Pure; the reconciler reports failures as events
-//! and a condition.
+//! server type with a container of that name. Ours on top: a runtime is a pod anyone allowed to
+//! write ServingRuntimes gets the controller to run, so privileged containers, added
+//! capabilities, host ports and hostPath volumes are refused unless `model-serving-config`
+//! allows them (`allowPrivilegedRuntimes`, `allowHostPathRuntimes`). Pure; the reconciler
+//! reports failures as events and a condition.
 
 use crate::crd::serving_runtime::ServingRuntimeSpec;
 
@@ -16,12 +19,25 @@ const RESERVED_VOLUMES: [&str; 5] = [
     "models-dir",
 ];
 /// Port names the controller uses itself.
-const RESERVED_PORT_NAMES: [&str; 3] = ["grpc", "http", "prometheus"];
+const RESERVED_PORT_NAMES: [&str; 4] = ["grpc", "mgmt", "http", "prometheus"];
 /// Ports the sidecar and adapter listen on inside the pod.
-const RESERVED_PORTS: [i32; 4] = [8080, 8085, 8089, 8090];
+const RESERVED_PORTS: [i32; 5] = [8034, 8080, 8085, 8089, 8090];
+
+/// What the operator allows runtimes beyond an ordinary pod.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimePolicy {
+    /// Privileged containers, privilege escalation, added capabilities and host ports.
+    pub allow_privileged: bool,
+    /// `hostPath` volumes.
+    pub allow_host_path: bool,
+}
 
 /// Every problem with a runtime spec, each naming the field and the rule.
-pub fn validate(spec: &ServingRuntimeSpec, built_in_server_types: &[String]) -> Vec<String> {
+pub fn validate(
+    spec: &ServingRuntimeSpec,
+    built_in_server_types: &[String],
+    policy: RuntimePolicy,
+) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(a) = &spec.built_in_adapter {
         match a.server_type.as_deref() {
@@ -38,6 +54,37 @@ pub fn validate(spec: &ServingRuntimeSpec, built_in_server_types: &[String]) -> 
     }
     for c in &spec.containers {
         let n = &c.name;
+        if !policy.allow_privileged {
+            let sc = c.security_context.as_ref();
+            if sc.and_then(|s| s.privileged) == Some(true) {
+                out.push(format!(
+                    "container '{n}': securityContext.privileged is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
+                ));
+            }
+            if sc.and_then(|s| s.allow_privilege_escalation) == Some(true) {
+                out.push(format!(
+                    "container '{n}': securityContext.allowPrivilegeEscalation is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
+                ));
+            }
+            let added = sc
+                .and_then(|s| s.capabilities.as_ref())
+                .and_then(|c| c.add.as_ref())
+                .filter(|a| !a.is_empty());
+            if let Some(a) = added {
+                out.push(format!(
+                    "container '{n}': securityContext.capabilities.add ({}) is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)",
+                    a.join(", ")
+                ));
+            }
+            for p in c.ports.iter().flatten() {
+                if p.host_port.is_some_and(|h| h != 0) {
+                    out.push(format!(
+                        "container '{n}': port {} has a hostPort, which is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)",
+                        p.container_port
+                    ));
+                }
+            }
+        }
         if RESERVED_CONTAINERS.contains(&n.as_str()) || n.starts_with("mm-") {
             out.push(format!(
                 "container name '{n}' is reserved (mm, rest-proxy, puller, mm-*)"
@@ -66,18 +113,24 @@ pub fn validate(spec: &ServingRuntimeSpec, built_in_server_types: &[String]) -> 
                 && (RESERVED_PORT_NAMES.contains(&pn.as_str()) || pn.starts_with("mm-"))
             {
                 out.push(format!(
-                    "container '{n}': port name '{pn}' is reserved (grpc, http, prometheus, mm-*)"
+                    "container '{n}': port name '{pn}' is reserved (grpc, mgmt, http, prometheus, mm-*)"
                 ));
             }
             let port = p.container_port;
             if RESERVED_PORTS.contains(&port) || (11881..=11899).contains(&port) {
                 out.push(format!(
-                    "container '{n}': port {port} is reserved (8080, 8085, 8089, 8090, 11881-11899)"
+                    "container '{n}': port {port} is reserved (8034, 8080, 8085, 8089, 8090, 11881-11899)"
                 ));
             }
         }
     }
     for v in &spec.volumes {
+        if v.host_path.is_some() && !policy.allow_host_path {
+            out.push(format!(
+                "volume '{}': hostPath volumes are not allowed (set allowHostPathRuntimes in model-serving-config to allow them)",
+                v.name
+            ));
+        }
         if RESERVED_VOLUMES.contains(&v.name.as_str()) || v.name.starts_with("mm-") {
             out.push(format!(
                 "volume name '{}' is reserved (storage-config, etcd-config, tc-config, domain-socket, models-dir, mm-*)",
@@ -92,7 +145,10 @@ pub fn validate(spec: &ServingRuntimeSpec, built_in_server_types: &[String]) -> 
 mod tests {
     use super::*;
     use crate::crd::serving_runtime::BuiltInAdapter;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, Probe, Volume, VolumeMount};
+    use k8s_openapi::api::core::v1::{
+        Capabilities, Container, ContainerPort, HostPathVolumeSource, Probe, SecurityContext,
+        Volume, VolumeMount,
+    };
 
     fn types() -> Vec<String> {
         vec!["triton".into(), "mlserver".into()]
@@ -117,8 +173,42 @@ mod tests {
     }
 
     #[test]
+    fn privileges_pass_only_where_the_operator_allows_them() {
+        let spec = ServingRuntimeSpec {
+            volumes: vec![Volume {
+                name: "gpu-drivers".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/usr/local/nvidia".into(),
+                    type_: None,
+                }),
+                ..Default::default()
+            }],
+            ..runtime(Container {
+                security_context: Some(SecurityContext {
+                    privileged: Some(true),
+                    ..Default::default()
+                }),
+                ..named("triton")
+            })
+        };
+        assert_eq!(validate(&spec, &types(), RuntimePolicy::default()).len(), 2);
+        let all = RuntimePolicy {
+            allow_privileged: true,
+            allow_host_path: true,
+        };
+        assert!(validate(&spec, &types(), all).is_empty());
+    }
+
+    #[test]
     fn a_good_runtime_passes() {
-        assert!(validate(&runtime(named("triton")), &types()).is_empty());
+        assert!(
+            validate(
+                &runtime(named("triton")),
+                &types(),
+                RuntimePolicy::default()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -191,9 +281,67 @@ mod tests {
                 },
                 "volume name 'models-dir'",
             ),
+            (
+                runtime(Container {
+                    security_context: Some(SecurityContext {
+                        privileged: Some(true),
+                        ..Default::default()
+                    }),
+                    ..named("triton")
+                }),
+                "securityContext.privileged",
+            ),
+            (
+                runtime(Container {
+                    security_context: Some(SecurityContext {
+                        allow_privilege_escalation: Some(true),
+                        ..Default::default()
+                    }),
+                    ..named("triton")
+                }),
+                "allowPrivilegeEscalation",
+            ),
+            (
+                runtime(Container {
+                    security_context: Some(SecurityContext {
+                        capabilities: Some(Capabilities {
+                            add: Some(vec!["SYS_ADMIN".into()]),
+                            drop: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..named("triton")
+                }),
+                "capabilities.add (SYS_ADMIN)",
+            ),
+            (
+                runtime(Container {
+                    ports: Some(vec![ContainerPort {
+                        container_port: 9000,
+                        host_port: Some(9000),
+                        ..Default::default()
+                    }]),
+                    ..named("triton")
+                }),
+                "hostPort",
+            ),
+            (
+                ServingRuntimeSpec {
+                    volumes: vec![Volume {
+                        name: "root".into(),
+                        host_path: Some(HostPathVolumeSource {
+                            path: "/".into(),
+                            type_: None,
+                        }),
+                        ..Default::default()
+                    }],
+                    ..runtime(named("triton"))
+                },
+                "hostPath volumes are not allowed",
+            ),
         ];
         for (spec, want) in cases {
-            let problems = validate(&spec, &types());
+            let problems = validate(&spec, &types(), RuntimePolicy::default());
             assert!(
                 problems.iter().any(|p| p.contains(want)),
                 "expected '{want}' in {problems:?}"

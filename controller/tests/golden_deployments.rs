@@ -9,7 +9,8 @@
 //! Differences that are ours on purpose, and not compared: container images and commands (our
 //! image runs `modelmesh adapter` and `modelmesh sidecar`), the order of the containers before
 //! the sidecar, the sidecar's preStop hook (SIGTERM starts our model migration), extra sidecar
-//! env we add (`MM_REST_PORT`), the hardening we add to our containers' security context
+//! env and ports we add (`MM_REST_PORT`; the management API's own port `mgmt`, 8034, with
+//! `MM_MANAGEMENT_PORT` and `MM_MANAGEMENT_ON_GRPC_PORT`), the hardening we add to our containers' security context
 //! (checked on its own: no privilege escalation, non-root, read-only root), and fields the
 //! API server fills in (termination message settings, pull policy, DNS and restart policy,
 //! scheduler, revision history).
@@ -240,8 +241,23 @@ fn check(snapshot: &str, runtime_file: &str, config_file: &str) {
     for (k, v) in env_map(w) {
         assert_eq!(ge.get(&k), Some(&v), "{snapshot}: mm env {k}");
     }
+    // Our management port (ours on purpose, see the top) aside, the ports are upstream's.
+    let ours_removed = |v: &Value| -> Value {
+        Value::Array(
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["name"] != "mgmt")
+                .cloned()
+                .collect(),
+        )
+    };
+    assert_eq!(
+        ours_removed(&g["ports"]),
+        w["ports"],
+        "{snapshot}: mm ports"
+    );
     for f in [
-        "ports",
         "readinessProbe",
         "livenessProbe",
         "volumeMounts",

@@ -228,6 +228,7 @@ async fn a_needed_runtime_is_deployed_and_stale_ones_removed() {
             "/apis/serving.kserve.io/v1alpha1/clusterservingruntimes/mlserver-1.x",
             "/api/v1/namespaces/team-a/configmaps/tc-config",
             "/api/v1/namespaces/team-a/services/modelmesh-serving",
+            "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/modelmesh-serving",
             "/api/v1/namespaces/team-a/secrets/model-serving-etcd",
             "/apis/apps/v1/namespaces/team-a/deployments/modelmesh-serving-mlserver-1.x",
         ]
@@ -239,6 +240,12 @@ async fn a_needed_runtime_is_deployed_and_stale_ones_removed() {
             .map(|(_, _, b)| b.clone())
             .unwrap()
     };
+    // The runtime pods' NetworkPolicy: the management port from the controller only.
+    let policy = body("/networkpolicies/modelmesh-serving").to_string();
+    assert!(
+        policy.contains("8034") && policy.contains("control-plane"),
+        "{policy}"
+    );
     assert_eq!(
         body("clusterservingruntimes/mlserver-1.x")["status"]["conditions"][0],
         json!({"type": "Valid", "status": "True", "reason": "Valid"})

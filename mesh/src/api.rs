@@ -6,17 +6,51 @@ use modelmesh_proto::mmesh::{self as pb, model_mesh_server::ModelMesh};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// Which calls a port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiMode {
+    /// Every method (the gRPC port by default, or the management port).
+    Full,
+    /// Status reads and ensureLoaded only: the gRPC port when the management API has a port of
+    /// its own (`MM_MANAGEMENT_PORT`, `MM_MANAGEMENT_ON_GRPC_PORT=false`).
+    ReadOnly,
+    /// The pod-to-pod port: ensureLoaded (a peer may ask this pod to load a copy itself, hop
+    /// `load`) and status reads.
+    Peers,
+}
+
 /// The service over a mesh.
 pub struct MeshApi {
     mesh: Arc<Mesh>,
+    mode: ApiMode,
     internal: bool,
 }
 
 impl MeshApi {
-    /// A service over `mesh`; `internal` marks the pod-to-pod port, where a peer may ask this
-    /// pod to load a copy itself (hop `load`).
-    pub fn new(mesh: Arc<Mesh>, internal: bool) -> Self {
-        MeshApi { mesh, internal }
+    /// A service over `mesh` serving what `mode` allows.
+    pub fn new(mesh: Arc<Mesh>, mode: ApiMode) -> Self {
+        MeshApi {
+            mesh,
+            mode,
+            internal: mode == ApiMode::Peers,
+        }
+    }
+}
+
+impl MeshApi {
+    /// Refuses a call that changes what the mesh serves where this port does not take them:
+    /// peers only ask for loads, and with a management port of its own the gRPC port serves
+    /// inference (reachable by every client) but not changes.
+    fn changes_allowed(&self, method: &str) -> Result<(), Status> {
+        match self.mode {
+            ApiMode::Full => Ok(()),
+            ApiMode::Peers => Err(Status::permission_denied(format!(
+                "{method} is not served on the internal port (peers use it for ensureLoaded only); call the mesh's management API"
+            ))),
+            ApiMode::ReadOnly => Err(Status::permission_denied(format!(
+                "{method} is served on the management port (MM_MANAGEMENT_PORT), not on the inference port"
+            ))),
+        }
     }
 }
 
@@ -30,6 +64,7 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::RegisterModelRequest>,
     ) -> Result<Response<pb::ModelStatusInfo>, Status> {
+        self.changes_allowed("registerModel")?;
         Ok(Response::new(
             self.mesh.register_model(r.into_inner()).await?,
         ))
@@ -39,6 +74,7 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::UnregisterModelRequest>,
     ) -> Result<Response<pb::UnregisterModelResponse>, Status> {
+        self.changes_allowed("unregisterModel")?;
         self.mesh.unregister_model(&r.into_inner().model_id).await?;
         Ok(Response::new(pb::UnregisterModelResponse {}))
     }
@@ -81,6 +117,7 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::SetVModelRequest>,
     ) -> Result<Response<pb::VModelStatusInfo>, Status> {
+        self.changes_allowed("setVModel")?;
         Ok(Response::new(self.mesh.set_vmodel(r.into_inner()).await?))
     }
 
@@ -88,6 +125,7 @@ impl ModelMesh for MeshApi {
         &self,
         r: Request<pb::DeleteVModelRequest>,
     ) -> Result<Response<pb::DeleteVModelResponse>, Status> {
+        self.changes_allowed("deleteVModel")?;
         let r = r.into_inner();
         self.mesh.delete_vmodel(&r.v_model_id, &r.owner).await?;
         Ok(Response::new(pb::DeleteVModelResponse {}))

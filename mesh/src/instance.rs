@@ -1,5 +1,7 @@
 //! This pod's instance record (`.../instances/<instanceId>`): capacity, use, copies and the LRU
-//! time, bound to a lease so it disappears when the pod does. Republished every few seconds.
+//! time, bound to a lease so it disappears when the pod does. Checked every `every` and written
+//! only when it changed, plus once per [`HEARTBEAT`] (rewriting an unchanged record every second
+//! cost each pod one etcd write a second, for nothing).
 
 use crate::kv::{KvError, KvStore, LeaseKeeper, Op};
 use crate::local::{LocalModels, now_ms};
@@ -11,6 +13,10 @@ use std::time::Duration;
 
 /// Default lease TTL of the instance record, in seconds (upstream's minimum).
 pub const LEASE_TTL_SECS: i64 = 20;
+
+/// An unchanged record is rewritten this often (the lease keeps it alive in between; this
+/// restores it if someone deleted it).
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// The record describing this pod now.
 pub fn record(
@@ -66,12 +72,15 @@ pub fn spawn_publisher(
     let started = now_ms();
     tokio::spawn(async move {
         let mut keeper: Option<LeaseKeeper> = None;
+        // What was last written, and when.
+        let mut last: Option<(Vec<u8>, tokio::time::Instant)> = None;
         loop {
             let lease = match &keeper {
                 Some(k) => k.lease,
                 None => match store.grant_lease(lease_ttl_secs).await {
                     Ok(id) => {
                         keeper = Some(LeaseKeeper::start(store.clone(), id, lease_ttl_secs));
+                        last = None; // a new lease: the record must be written under it
                         id
                     }
                     Err(e) => {
@@ -89,18 +98,26 @@ pub fn spawn_publisher(
                 &labels,
             );
             let value = serde_json::to_vec(&rec).unwrap_or_default();
+            let due = match &last {
+                Some((v, at)) => *v != value || at.elapsed() >= HEARTBEAT,
+                None => true,
+            };
+            if !due {
+                tokio::time::sleep(every).await;
+                continue;
+            }
             match store
                 .txn(
                     vec![],
                     vec![Op::Put {
                         key: key.clone(),
-                        value,
+                        value: value.clone(),
                         lease,
                     }],
                 )
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => last = Some((value, tokio::time::Instant::now())),
                 Err(KvError::LeaseNotFound(_)) => keeper = None,
                 Err(e) => tracing::warn!(error = %e, "cannot publish the instance record"),
             }

@@ -28,6 +28,7 @@ pub mod routing;
 pub mod runtime_client;
 pub mod scaling;
 pub mod server;
+pub mod server_limits;
 pub mod sidecar;
 pub mod status;
 pub mod tls;

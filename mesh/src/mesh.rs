@@ -68,10 +68,39 @@ fn nonempty(what: &str, v: &str) -> Result<(), MeshError> {
     }
 }
 
-/// An id for a new model or vmodel: not empty, and usable as a KV key segment and a directory
-/// name in every runtime (adapters store a model's files under its id).
+/// The longest model or vmodel id (ids are KV keys, directory names and metric labels).
+pub const MAX_ID_BYTES: usize = 512;
+/// The longest `modelInfo.path` and `modelInfo.type`.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The longest `modelInfo.key` (the storage JSON).
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
+/// A field over its length cap: INVALID_ARGUMENT naming it (one registration must not be able
+/// to fill etcd's request limit or every sidecar's memory).
+fn capped(what: &str, v: &str, max: usize) -> Result<(), MeshError> {
+    if v.len() > max {
+        return Err(MeshError::InvalidArgument(format!(
+            "{what} is {} bytes; the most is {max}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The fields of a ModelInfo within their caps.
+fn valid_info(info: &pb::ModelInfo) -> Result<(), MeshError> {
+    nonempty("modelInfo.type", &info.r#type)?;
+    capped("modelInfo.type", &info.r#type, MAX_PATH_BYTES)?;
+    capped("modelInfo.path", &info.path, MAX_PATH_BYTES)?;
+    capped("modelInfo.key", &info.key, MAX_KEY_BYTES)
+}
+
+/// An id for a new model or vmodel: not empty, not over [`MAX_ID_BYTES`], and usable as a KV
+/// key segment and a directory name in every runtime (adapters store a model's files under its
+/// id).
 fn valid_id(what: &str, v: &str) -> Result<(), MeshError> {
     nonempty(what, v)?;
+    capped(what, v, MAX_ID_BYTES)?;
     if v == "." || v == ".." || v.contains(['/', '\\']) || v.chars().any(char::is_control) {
         return Err(MeshError::InvalidArgument(format!(
             "{what} '{}' may not be '.' or '..' or contain '/', '\\' or control characters",
@@ -219,6 +248,11 @@ impl Mesh {
         }
     }
 
+    /// Whether a model is registered (the local copy, else the store).
+    pub async fn is_registered(&self, id: &str) -> Result<bool, MeshError> {
+        Ok(self.model(id).await?.is_some())
+    }
+
     /// Status of a model as this pod sees it.
     pub fn status_of(&self, id: &str, rec: Option<&ModelRecord>) -> ModelStatusInfo {
         status::model_status(rec, self.local.status(id).as_ref())
@@ -231,7 +265,7 @@ impl Mesh {
     ) -> Result<ModelStatusInfo, MeshError> {
         valid_id("modelId", &req.model_id)?;
         let info = req.model_info.unwrap_or_default();
-        nonempty("modelInfo.type", &info.r#type)?;
+        valid_info(&info)?;
         let now = now_ms();
         let last_used = match req.last_used_time {
             t if t >= now => now,
@@ -435,7 +469,7 @@ impl Mesh {
         valid_id("vModelId", &req.v_model_id)?;
         valid_id("targetModelId", &req.target_model_id)?;
         if let Some(info) = &req.model_info {
-            nonempty("modelInfo.type", &info.r#type)?;
+            valid_info(info)?;
         }
         let (vid, tid) = (req.v_model_id.clone(), req.target_model_id.clone());
         let mut transition = false;
@@ -471,7 +505,9 @@ impl Mesh {
             // The vmodel write is queued inside; the value is the last-used time to inherit.
             let new_vm = match &vm {
                 Some((v, rev)) => {
-                    if !req.owner.is_empty() && v.owner != req.owner {
+                    // Re-pointing needs the owner: a request without one acts as the default
+                    // owner (upstream let it re-point anyone's vmodel).
+                    if v.owner != self.effective_owner(&req.owner) {
                         return Err(MeshError::AlreadyExists(format!(
                             "vmodel {vid} already exists with different owner \"{}\"",
                             v.owner
@@ -704,14 +740,27 @@ impl Mesh {
         });
     }
 
-    /// deleteVModel: absent or another owner's vmodel is a silent success, as upstream.
+    /// The owner a request acts as: its own, else `MM_DEFAULT_VMODEL_OWNER`.
+    fn effective_owner<'a>(&'a self, owner: &'a str) -> &'a str {
+        if owner.is_empty() {
+            &self.default_owner
+        } else {
+            owner
+        }
+    }
+
+    /// deleteVModel: absent or another owner's vmodel is a silent success, as upstream; a
+    /// request without an owner acts as the default owner (upstream's empty owner deleted any
+    /// vmodel).
     pub async fn delete_vmodel(&self, vid: &str, owner: &str) -> Result<(), MeshError> {
         nonempty("vModelId", vid)?;
+        let owner = self.effective_owner(owner);
         for _ in 0..50 {
             let Some((vm, vrev)) = self.vmodels.get_strong(vid).await? else {
                 return Ok(());
             };
-            if !owner.is_empty() && vm.owner != owner {
+            if vm.owner != owner {
+                tracing::warn!(vmodel = vid, owner = %vm.owner, asked_by = owner, "deleteVModel by another owner ignored");
                 return Ok(());
             }
             let mut writes = vec![Write {

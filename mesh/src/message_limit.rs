@@ -17,6 +17,18 @@ use tonic::Status;
 /// than the binary tensor it carries).
 pub const REST_BODY_FACTOR: usize = 4;
 
+/// The largest REST body: [`REST_BODY_FACTOR`] times the gRPC limit, but no more than an
+/// eighth of the sidecar's memory (when its container has a limit), and never less than the
+/// gRPC limit itself. A few bodies being read at once must not be able to run the sidecar out
+/// of memory.
+pub fn rest_body_limit(max_message: usize, memory_limit: Option<u64>) -> usize {
+    let wanted = max_message.saturating_mul(REST_BODY_FACTOR);
+    match memory_limit.and_then(|m| usize::try_from(m / 8).ok()) {
+        Some(cap) => wanted.min(cap).max(max_message),
+        None => wanted,
+    }
+}
+
 /// The status of a request over the limit: RESOURCE_EXHAUSTED, naming the size, the limit and
 /// the setting that raises it.
 pub fn too_large(what: &str, size: Option<u64>, limit: usize) -> Status {
@@ -180,6 +192,15 @@ mod tests {
             }
         }
         Ok(n)
+    }
+
+    #[test]
+    fn rest_bodies_fit_the_sidecars_memory() {
+        assert_eq!(rest_body_limit(16 << 20, None), 64 << 20);
+        // 448 MiB, the chart's default limit: 56 MiB.
+        assert_eq!(rest_body_limit(16 << 20, Some(448 << 20)), 56 << 20);
+        assert_eq!(rest_body_limit(16 << 20, Some(64 << 20)), 16 << 20);
+        assert_eq!(rest_body_limit(1 << 20, Some(1 << 40)), 4 << 20);
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@
 use crate::proxy::Router;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,34 +73,140 @@ fn metadata(headers: &HeaderMap, name: &str) -> Result<MetadataMap, Status> {
     Ok(md)
 }
 
+/// How long a client has to send a whole body (a slow body holds one of the pod's permits).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most of an unwanted body read and thrown away after answering, so that a client still
+/// sending it reads our answer instead of a reset connection.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads and discards what is left of `body` in the background (up to [`DRAIN_MAX_BYTES`]
+/// within [`BODY_READ_TIMEOUT`]), keeping nothing: the answer goes out at once, and the client
+/// that is still sending receives it.
+fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0u64;
+        let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    });
+}
+
+/// Reads a body up to `limit` bytes within [`BODY_READ_TIMEOUT`].
+async fn read_body(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    limit: BodyLimit,
+) -> Result<Bytes, Response> {
+    let size = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        let text = crate::message_limit::too_large_text(
+            &format!(
+                "REST body (up to {}x the gRPC message limit)",
+                crate::message_limit::REST_BODY_FACTOR
+            ),
+            size,
+            limit.0,
+        );
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({ "error": text })),
+        )
+            .into_response()
+    };
+    // Refused before a byte is kept when the client says how large it is.
+    if size.is_some_and(|n| n > limit.0 as u64) {
+        drain(body);
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit.0)).await {
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({ "error": format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()) })),
+        )
+            .into_response()),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            // axum reports a body over the limit as a length-limit error in its source chain.
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                Err(too_large())
+            } else {
+                Err((
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({ "error": format!("cannot read the request body: {e}") })),
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+/// One KServe v2 inference over REST. The model is resolved from the URL and headers and this
+/// pod's permit taken before the body is read: a body for a model that does not exist is never
+/// read, and bodies being read count against the pod's in-flight limit.
 async fn infer(
     router: &Router,
     headers: &HeaderMap,
     name: &str,
     version: &str,
-    body: &[u8],
+    body: axum::body::Body,
+    limit: BodyLimit,
 ) -> Response {
-    let mut req = match kserve_json::request_from_json(name, version, body) {
+    // Anything refused before the body is read: answered at once, the body thrown away.
+    let refused = |s: Status, body: axum::body::Body| {
+        drain(body);
+        error(s)
+    };
+    let md = match metadata(headers, name) {
+        Ok(m) => m,
+        Err(s) => return refused(s, body),
+    };
+    if let Err(s) = crate::proxy::refuse_hop_metadata(&md) {
+        return refused(s, body);
+    }
+    if let Err(s) = router.check_target(&md).await {
+        return refused(s, body);
+    }
+    let permit = match router.limits().enter_pod() {
+        Ok(p) => p,
+        Err(s) => return refused(s, body),
+    };
+    let body = match read_body(body, headers, limit).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut req = match kserve_json::request_from_json(name, version, &body) {
         Ok(r) => r,
         Err(e) => return error(Status::invalid_argument(e)),
     };
+    drop(body);
     // The id travels in headers; the runtime's id field is filled in by injection.
     req.model_name.clear();
-    let md = match metadata(headers, name) {
-        Ok(m) => m,
-        Err(s) => return error(s),
-    };
+    let encoded = Bytes::from(req.encode_to_vec());
+    drop(req);
     match router
-        .unary(
+        .unary_admitted(
             INFER,
             md,
-            req.encode_to_vec().into(),
+            encoded,
             crate::proxy::Hop::External,
+            Some(permit),
         )
         .await
     {
         Ok((_, bytes)) => match ModelInferResponse::decode(bytes.as_ref()) {
-            Ok(resp) => Json(kserve_json::response_to_json(&resp)).into_response(),
+            Ok(resp) => Json(kserve_json::ResponseJson(&resp)).into_response(),
             Err(e) => error(Status::internal(format!(
                 "runtime answered an invalid ModelInferResponse: {e}"
             ))),
@@ -133,47 +238,14 @@ impl FromRef<RestState> for BodyLimit {
     }
 }
 
-/// The answer to a body that could not be read: 413 naming the limit and the setting that
-/// raises it when it was too large.
-fn body_error(rejection: BytesRejection, headers: &HeaderMap, limit: BodyLimit) -> Response {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        let size = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let text = crate::message_limit::too_large_text(
-            &format!(
-                "REST body (up to {}x the gRPC message limit)",
-                crate::message_limit::REST_BODY_FACTOR
-            ),
-            size,
-            limit.0,
-        );
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({ "error": text })),
-        )
-            .into_response()
-    } else {
-        (
-            rejection.status(),
-            Json(json!({ "error": format!("cannot read the request body: {rejection}") })),
-        )
-            .into_response()
-    }
-}
-
 async fn model_infer(
     State(r): State<Arc<Router>>,
     State(limit): State<BodyLimit>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    match body {
-        Ok(body) => infer(&r, &headers, &name, "", &body).await,
-        Err(e) => body_error(e, &headers, limit),
-    }
+    infer(&r, &headers, &name, "", body, limit).await
 }
 
 async fn model_infer_version(
@@ -181,12 +253,9 @@ async fn model_infer_version(
     State(limit): State<BodyLimit>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    match body {
-        Ok(body) => infer(&r, &headers, &name, &version, &body).await,
-        Err(e) => body_error(e, &headers, limit),
-    }
+    infer(&r, &headers, &name, &version, body, limit).await
 }
 
 async fn model_metadata(
@@ -265,11 +334,12 @@ pub fn router(r: Arc<Router>, extra: Option<axum::Router>, body_limit: usize) ->
         Some(e) => app.merge(e),
         None => app,
     };
-    app.layer(axum::extract::DefaultBodyLimit::max(body_limit))
+    // Handlers read bodies themselves, with `body_limit`.
+    app.layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Serves REST on `listener` (plain TCP or [`crate::tls::TlsListener`]) until `shutdown`
-/// resolves.
+/// resolves, with the connection limits of [`crate::server_limits`].
 pub async fn serve<L>(
     listener: L,
     app: axum::Router,
@@ -277,9 +347,6 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server_limits::serve_http(listener, app, shutdown).await
 }

@@ -31,6 +31,12 @@ pub struct SidecarConfig {
     pub instance_id: String,
     /// External gRPC address (`MM_SVC_GRPC_PORT`).
     pub grpc_addr: SocketAddr,
+    /// The ModelMesh API on a port of its own (`MM_MANAGEMENT_PORT`), so a network policy can
+    /// keep it to the controller while clients reach inference; `None`: none.
+    pub management_addr: Option<SocketAddr>,
+    /// Whether the gRPC port also serves the API's changes (`MM_MANAGEMENT_ON_GRPC_PORT`,
+    /// upstream's behaviour); status reads are served there either way.
+    pub management_on_grpc_port: bool,
     /// Runtime management endpoint (`INTERNAL_GRPC_PORT`), `host:port`.
     pub runtime_mgmt: String,
     /// Runtime inference endpoint (`INTERNAL_SERVING_GRPC_PORT`), defaults to the management one.
@@ -43,6 +49,8 @@ pub struct SidecarConfig {
     pub dataplane: DataplaneConfig,
     /// `MM_SVC_GRPC_MAX_MSG_SIZE`.
     pub max_message: usize,
+    /// The sidecar container's memory limit (its cgroup's), which bounds REST bodies.
+    pub memory_limit: Option<u64>,
     /// Requests in flight per pod and per copy, and queued loads.
     pub limits: crate::limits::LimitConfig,
     /// TLS for the external gRPC port, REST and the internal hop (`MM_TLS_*`); `None`: plaintext.
@@ -156,8 +164,11 @@ pub struct Sidecar {
     probe: Option<tokio::net::TcpListener>,
     rest: Option<tokio::net::TcpListener>,
     internal: Option<tokio::net::TcpListener>,
+    management: Option<tokio::net::TcpListener>,
+    management_on_grpc_port: bool,
     prestop: Option<tokio::net::TcpListener>,
     max_message: usize,
+    rest_body_limit: usize,
     tls: Option<crate::tls::TlsConfig>,
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
@@ -201,6 +212,14 @@ impl Sidecar {
             None => None,
         };
         let internal = match cfg.internal_addr {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| SidecarError::Startup(format!("cannot listen on {a}: {e}")))?,
+            ),
+            None => None,
+        };
+        let management = match cfg.management_addr {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
                     .await
@@ -262,6 +281,7 @@ impl Sidecar {
         .await
         .map_err(|e| SidecarError::Startup(format!("cannot start the mesh: {e}")))?;
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let incarnation = crate::local::now_ms();
         let publisher = crate::instance::spawn_publisher(
             store_for_instances,
             &instance_layout,
@@ -274,6 +294,22 @@ impl Sidecar {
                 lease_ttl_secs: cfg.instance_lease_ttl_secs,
             },
         );
+        // Serve only once this incarnation's record is in the table: a restarted sidecar
+        // otherwise routes by its predecessor's record (marked shutting down, or with copies it
+        // no longer has) and finds no pod to place a load on.
+        let me = mesh.local.instance_id().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !mesh
+            .instances
+            .get(&me)
+            .is_some_and(|(r, _)| r.start_time >= incarnation && !r.shutdown)
+        {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(instance = %me, "this pod's instance record is not visible yet; serving anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let leader = crate::leader::spawn(
             store_for_leader,
             &leader_layout,
@@ -305,8 +341,14 @@ impl Sidecar {
             probe,
             rest,
             internal,
+            management,
+            management_on_grpc_port: cfg.management_on_grpc_port,
             prestop,
             max_message: cfg.max_message,
+            rest_body_limit: crate::message_limit::rest_body_limit(
+                cfg.max_message,
+                cfg.memory_limit,
+            ),
             tls: cfg.tls.clone(),
             shutdown_timeout: cfg.shutdown_timeout,
             ready: Arc::new(AtomicBool::new(true)),
@@ -349,12 +391,7 @@ impl Sidecar {
     ) -> Result<(), SidecarError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         if let Some(rest) = self.rest {
-            let app = crate::rest::router(
-                self.router.clone(),
-                extra_rest,
-                self.max_message
-                    .saturating_mul(crate::message_limit::REST_BODY_FACTOR),
-            );
+            let app = crate::rest::router(self.router.clone(), extra_rest, self.rest_body_limit);
             let mut rrx = rx.clone();
             let acceptor = match &self.tls {
                 Some(t) => Some(
@@ -405,11 +442,18 @@ impl Sidecar {
             });
         }
         if let Some(internal) = self.internal {
-            let routes = crate::server::routes(self.router.clone(), self.max_message, true);
+            // With TLS, only certificates naming the mesh's peer identity are served here.
+            let peer_name = self.tls.as_ref().map(|t| t.internal_name().to_string());
+            let routes = crate::server::routes(
+                self.router.clone(),
+                self.max_message,
+                crate::server::Port::Internal,
+                peer_name,
+            );
             let incoming =
                 tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
             let mut irx = rx.clone();
-            let mut builder = tonic::transport::Server::builder();
+            let mut builder = crate::server_limits::harden(tonic::transport::Server::builder());
             if let Some(t) = &self.tls {
                 builder = builder
                     .tls_config(t.internal_server())
@@ -429,13 +473,48 @@ impl Sidecar {
                 }
             });
         }
-        let routes = crate::server::routes(self.router.clone(), self.max_message, false);
+        if let Some(listener) = self.management {
+            let routes = crate::server::routes(
+                self.router.clone(),
+                self.max_message,
+                crate::server::Port::Management,
+                None,
+            );
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut mrx = rx.clone();
+            let mut builder = crate::server_limits::harden(tonic::transport::Server::builder());
+            if let Some(t) = &self.tls {
+                builder = builder
+                    .tls_config(t.grpc_server())
+                    .map_err(|e| SidecarError::Startup(format!("management port TLS: {e}")))?;
+            }
+            tokio::spawn(async move {
+                let r = builder
+                    .add_routes(tonic::service::Routes::from(routes))
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = mrx.wait_for(|v| *v).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "management gRPC server failed");
+                }
+            });
+        }
+        let routes = crate::server::routes(
+            self.router.clone(),
+            self.max_message,
+            crate::server::Port::Grpc {
+                management: self.management_on_grpc_port,
+            },
+            None,
+        );
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let mut grx = rx.clone();
         let ready = self.ready.clone();
         let shutting_down = self.shutting_down.clone();
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = crate::server_limits::harden(tonic::transport::Server::builder());
         if let Some(t) = &self.tls {
             builder = builder
                 .tls_config(t.grpc_server())

@@ -133,17 +133,18 @@ async fn run_json(
     model: &str,
     version: &str,
     body: &[u8],
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let req = kserve_json::request_from_json(model, version, body)
         .map_err(RuntimeError::InvalidRequest)?;
-    Ok(Json(kserve_json::response_to_json(&infer(mgr, req).await?)))
+    let resp = infer(mgr, req).await?;
+    Ok(Json(kserve_json::ResponseJson(&resp)).into_response())
 }
 
 async fn model_infer(
     State(mgr): State<Shared>,
     Path(model): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     run_json(&mgr, &model, "", &body).await
 }
 
@@ -151,7 +152,7 @@ async fn model_infer_version(
     State(mgr): State<Shared>,
     Path((model, version)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     run_json(&mgr, &model, &version, &body).await
 }
 

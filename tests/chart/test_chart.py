@@ -73,6 +73,7 @@ def test_install_with_no_values_deploys_an_etcd_with_a_volume():
     assert kinds == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
         + ["ConfigMap", "Deployment", "Secret", "Service", "StatefulSet"]
+        + ["NetworkPolicy"] * 2
         + ["ClusterServingRuntime"] * 3
     ), kinds
     sts = by_kind(docs, "StatefulSet")[0]
@@ -133,6 +134,7 @@ def test_an_external_etcd_renders_no_etcd():
         validate(docs)
         assert not by_kind(docs, "StatefulSet")
         assert not [d for d in docs if d["kind"] == "Service"]
+        assert [d["metadata"]["name"] for d in by_kind(docs, "NetworkPolicy")] == ["modelmesh-controller"]
     docs = render(ETCD)
     assert json.loads(by_kind(docs, "Secret")[0]["stringData"]["etcd_connection"])["endpoints"] == "http://etcd:2379"
     docs = render({"etcd": {"deploy": False, "existingSecret": "my-etcd"}})
@@ -164,7 +166,7 @@ def test_cluster_scope_renders_everything():
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
-        + ["ConfigMap", "Deployment", "Secret"]
+        + ["ConfigMap", "Deployment", "Secret", "NetworkPolicy"]
         + ["ClusterServingRuntime"] * 3
     ), kinds
     controller = by_kind(docs, "Deployment")[0]
@@ -187,23 +189,10 @@ def test_namespace_scope_uses_a_role_and_namespaced_runtimes():
     assert not any("namespaces" in r["resources"] for r in rules)
 
 
-# Every permission the controller gets, and nothing else (why: see templates/rbac.yaml).
-EXPECTED_RULES = {
-    ("serving.kserve.io", "predictors"): {"get", "list", "watch", "patch"},
-    ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "patch"},
-    ("serving.kserve.io", "predictors/status"): {"get", "patch"},
-    ("serving.kserve.io", "inferenceservices/status"): {"get", "patch"},
-    ("serving.kserve.io", "predictors/finalizers"): {"update"},
-    ("serving.kserve.io", "inferenceservices/finalizers"): {"update"},
-    ("serving.kserve.io", "servingruntimes"): {"get", "list", "watch", "patch"},
-    ("serving.kserve.io", "clusterservingruntimes"): {"get", "list", "watch", "patch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("", "namespaces"): {"get", "list", "watch"},
-}
+# Every permission the controller gets, and nothing else: the calls its code makes, recorded by
+# cli/tests/controller_permissions.rs against a fake API server (why each: templates/rbac.yaml).
+PERMISSIONS = json.loads((CHART / "controller-permissions.json").read_text())
+EXPECTED_RULES = {(r["group"], r["resource"]): set(r["verbs"]) for r in PERMISSIONS["rules"]}
 
 
 def test_rbac_grants_exactly_the_listed_permissions():
@@ -211,8 +200,9 @@ def test_rbac_grants_exactly_the_listed_permissions():
     rules = by_kind(docs, "ClusterRole")[0]["rules"]
     leases = by_kind(docs, "Role")[0]
     assert leases["metadata"]["namespace"] == "modelmesh-serving"
+    lease = PERMISSIONS["leases"]
     assert leases["rules"] == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {"apiGroups": [lease["group"]], "resources": [lease["resource"]], "verbs": lease["verbs"]}
     ]
     granted = {}
     for r in rules:
@@ -288,3 +278,57 @@ def test_our_containers_run_as_non_root_on_a_read_only_root():
         for field, value in HARDENED.items():
             assert sc.get(field) is value, f"{where}: securityContext.{field} = {sc.get(field)!r}"
         assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities {sc}"
+
+
+def test_network_policies_keep_etcd_to_the_mesh_and_the_controller():
+    docs = render({})
+    validate(docs)
+    policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    etcd = policies["modelmesh-etcd"]
+    sts = by_kind(docs, "StatefulSet")[0]
+    assert etcd["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert etcd["policyTypes"] == ["Ingress"]
+    rules = {r["ports"][0]["port"]: r["from"] for r in etcd["ingress"]}
+    assert set(rules) == {2379, 2380}
+    # Clients: pods of a mesh (any served namespace) and the controller; nothing else.
+    clients = rules[2379]
+    assert {"key": "modelmesh-service", "operator": "Exists"} in clients[0]["podSelector"]["matchExpressions"]
+    assert clients[1]["podSelector"]["matchLabels"] == {"control-plane": "modelmesh-controller"}
+    assert len(clients) == 2
+    # Peers: members only.
+    assert rules[2380] == [{"podSelector": {"matchLabels": etcd["podSelector"]["matchLabels"]}}]
+    # The runtime pods' policy is the controller's, switched on in its config with the
+    # management API on its own port.
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"])
+    assert config["networkPolicy"]["enabled"] is True and config["managementPort"] == 8034
+    assert config["allowPrivilegedRuntimes"] is False and config["allowHostPathRuntimes"] is False
+    assert not policies.get("modelmesh-controller", {}).get("ingress", [{}])[0].get("from")
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_the_runtime_pods_network_policy_is_valid_and_admits_each_port_from_its_callers():
+    """`modelmesh controller render --network-policy` prints what the controller applies."""
+    docs = render(ETCD)
+    config = by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(config)
+        out = subprocess.run(
+            [str(BIN), "controller", "render", "--network-policy", "--namespace", "team-a",
+             "--controller-namespace", "modelmesh-serving", "--config", str(cfg)],
+            capture_output=True, text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        policy = yaml.safe_load(out.stdout)
+        validate([policy])
+    assert policy["kind"] == "NetworkPolicy" and policy["metadata"]["namespace"] == "team-a"
+    by_port = {}
+    for r in policy["spec"]["ingress"]:
+        for p in r["ports"]:
+            by_port[p["port"]] = r.get("from")
+    assert by_port[8033] is None and by_port[8008] is None  # inference: anyone by default
+    mgmt = by_port[8034]
+    assert mgmt[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "modelmesh-serving"}
+    assert mgmt[0]["podSelector"]["matchLabels"] == {"control-plane": "modelmesh-controller"}
+    assert by_port[8080] == [{"podSelector": {"matchLabels": {"modelmesh-service": "modelmesh-serving"}}}]
+    assert 8085 not in by_port and 8001 not in by_port

@@ -1,6 +1,8 @@
 //! The model puller: resolves a model's storage entry, fetches its files into
 //! `<root>/<modelId>/`, and rewrites the modelKey to point at the local copy (with its size).
 
+pub mod http_guard;
+pub mod overrides;
 pub mod providers;
 pub mod safe_path;
 pub mod storage_config;
@@ -23,12 +25,23 @@ pub struct PulledModel {
     pub model_key: ModelKey,
 }
 
+/// What storage the operator allows beyond the cloud providers and PVCs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoragePolicy {
+    /// `type: local` entries (a directory on the adapter's own disk): `modelmesh up` and tests
+    /// only (`MODELMESH_ALLOW_LOCAL_STORAGE`).
+    pub allow_local: bool,
+    /// `http` storage on loopback and link-local addresses (`MODELMESH_STORAGE_ALLOW_LOOPBACK`).
+    pub allow_loopback: bool,
+}
+
 /// Fetches models from storage into a local root.
 #[derive(Debug, Clone)]
 pub struct Puller {
     root: PathBuf,
     storage_config_dir: PathBuf,
     mounts: Mounts,
+    policy: StoragePolicy,
 }
 
 /// Checks a model id can be used as one directory name.
@@ -72,13 +85,16 @@ impl Puller {
         root: impl Into<PathBuf>,
         storage_config_dir: impl Into<PathBuf>,
         pvc_root: impl Into<PathBuf>,
+        policy: StoragePolicy,
     ) -> Self {
         Puller {
             root: root.into(),
             storage_config_dir: storage_config_dir.into(),
             mounts: Mounts {
                 pvc_root: pvc_root.into(),
+                allow_loopback: policy.allow_loopback,
             },
+            policy,
         }
     }
 
@@ -96,6 +112,11 @@ impl Puller {
     ) -> Result<PulledModel, AdapterError> {
         validate_model_id(model_id)?;
         let cfg = storage_config::resolve(&self.storage_config_dir, key)?;
+        if cfg.kind == "local" && !self.policy.allow_local {
+            return Err(AdapterError::invalid(
+                "storage type 'local' (a directory on the adapter's own disk) is only allowed with modelmesh up or MODELMESH_ALLOW_LOCAL_STORAGE=true; use pvc, s3, gcs, azure or http",
+            ));
+        }
         let remote = safe_path::clean_relative(model_path)?;
         let local_name = remote
             .file_name()
@@ -176,7 +197,15 @@ mod tests {
         )
         .unwrap();
         let root = tempfile::tempdir().unwrap();
-        let p = Puller::new(root.path(), cfgdir.path(), "/nonexistent");
+        let p = Puller::new(
+            root.path(),
+            cfgdir.path(),
+            "/nonexistent",
+            StoragePolicy {
+                allow_local: true,
+                allow_loopback: false,
+            },
+        );
         let key = ModelKey::parse(r#"{"storage_key":"localdisk","model_type":"onnx"}"#).unwrap();
         let got = p.pull("id1", "models/m1", &key).await.unwrap();
         assert_eq!(got.model_path, root.path().join("id1/m1"));
@@ -190,6 +219,16 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
         assert!(p.pull("", "models/m1", &key).await.is_err());
         assert!(p.pull("../up", "models/m1", &key).await.is_err());
+        // Without the operator's leave, a local directory is never read.
+        let strict = Puller::new(
+            root.path(),
+            cfgdir.path(),
+            "/nonexistent",
+            StoragePolicy::default(),
+        );
+        let e = strict.pull("id4", "models/m1", &key).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("'local'"), "{e}");
         p.cleanup("id1").unwrap();
         assert!(!root.path().join("id1").exists());
         assert!(

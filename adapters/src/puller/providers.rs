@@ -1,6 +1,7 @@
 //! Storage providers: fetching a model path from S3, GCS, Azure Blob, HTTP(S), a PVC mount or a
 //! local directory into the model's local directory. The clouds go through `object_store`.
 
+use super::http_guard;
 use super::safe_path::{self, check_inside, check_tree_inside, clean_relative};
 use super::storage_config::StorageConfig;
 use crate::error::AdapterError;
@@ -19,6 +20,8 @@ const DOWNLOAD_CONCURRENCY: usize = 4;
 pub struct Mounts {
     /// Root of PVC mounts: `pvc` entries read `<pvc_root>/<name>/<path>`.
     pub pvc_root: PathBuf,
+    /// Whether `http` storage may be on loopback or link-local addresses.
+    pub allow_loopback: bool,
 }
 
 fn retry() -> RetryConfig {
@@ -244,13 +247,22 @@ async fn fetch_objects(
     Ok(())
 }
 
-async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(), AdapterError> {
+async fn fetch_http(
+    cfg: &StorageConfig,
+    remote: &Path,
+    dest: &Path,
+    allow_loopback: bool,
+) -> Result<(), AdapterError> {
     let base = cfg.require("url")?;
-    let url = format!(
+    let joined = format!(
         "{}/{}",
         base.trim_end_matches('/'),
         remote.to_string_lossy().replace('\\', "/")
     );
+    let url = reqwest::Url::parse(&joined)
+        .map_err(|e| AdapterError::invalid(format!("http storage url is not a URL: {e}")))?;
+    let shown = http_guard::redact(&url);
+    let addrs = http_guard::checked_addrs(&url, allow_loopback).await?;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(h) = cfg.fields.get("headers").and_then(|h| h.as_object()) {
         for (k, v) in h {
@@ -270,20 +282,31 @@ async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(
             }
         }
     }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(15 * 60))
-        .build()
-        .map_err(pull_err)?;
-    let mut resp = client.get(&url).send().await.map_err(pull_err)?;
+        .redirect(http_guard::same_origin_redirects(&url));
+    // Connect only to the addresses that were checked (a second lookup could answer otherwise).
+    if let Some(host) = url
+        .host_str()
+        .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+    {
+        client = client.resolve_to_addrs(host, &addrs);
+    }
+    let client = client.build().map_err(|e| pull_err(e.without_url()))?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| pull_err(format!("GET {shown}: {}", e.without_url())))?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Err(AdapterError::NotFound(format!(
-            "GET {url} answered 404 Not Found"
+            "GET {shown} answered 404 Not Found"
         )));
     }
     if !status.is_success() {
-        return Err(pull_err(format!("GET {url} answered {status}")));
+        return Err(pull_err(format!("GET {shown} answered {status}")));
     }
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
@@ -293,7 +316,11 @@ async fn fetch_http(cfg: &StorageConfig, remote: &Path, dest: &Path) -> Result<(
     let mut file = tokio::fs::File::create(dest)
         .await
         .map_err(|e| AdapterError::io(format!("creating {}", dest.display()), e))?;
-    while let Some(chunk) = resp.chunk().await.map_err(pull_err)? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| pull_err(format!("GET {shown}: {}", e.without_url())))?
+    {
         file.write_all(&chunk)
             .await
             .map_err(|e| AdapterError::io(format!("writing {}", dest.display()), e))?;
@@ -348,7 +375,7 @@ pub async fn fetch(
         "s3" => fetch_objects(s3(cfg)?, remote, dest).await,
         "gcs" | "gs" => fetch_objects(gcs(cfg)?, remote, dest).await,
         "azure" => fetch_objects(azure(cfg)?, remote, dest).await,
-        "http" | "https" => fetch_http(cfg, remote, dest).await,
+        "http" | "https" => fetch_http(cfg, remote, dest, mounts.allow_loopback).await,
         "pvc" => {
             let name = cfg.require("name")?;
             let root = safe_path::join(&mounts.pvc_root, name)?;

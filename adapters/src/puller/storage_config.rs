@@ -1,6 +1,6 @@
 //! Storage configuration: the `storage-config` secret mounted as a directory (one file per
 //! storage key, each a JSON object with a `type`), the defaults used when a model names no key,
-//! and the predictor's `storage_params` overrides (dot paths such as `a.b`).
+//! and the predictor's `storage_params` overrides, limited to what `overrides` allows.
 
 use crate::error::AdapterError;
 use crate::model_key::ModelKey;
@@ -150,7 +150,8 @@ pub fn resolve(dir: &Path, key: &ModelKey) -> Result<StorageConfig, AdapterError
     if let Some(b) = key.str("bucket").filter(|b| !b.is_empty()) {
         fields.insert("bucket".into(), Value::String(b.to_string()));
     }
-    for (k, v) in params {
+    // Only what picks an object may come from the registration (see `overrides`).
+    for (k, v) in super::overrides::allowed(&fields, params)? {
         set_dot_path(&mut fields, &k, v)?;
     }
     if !fields.contains_key("bucket")
@@ -187,12 +188,18 @@ mod tests {
             ("default", r#"{"type":"pvc","name":"p"}"#),
         ]);
         let k =
-            ModelKey::parse(r#"{"storage_key":"mys3","storage_params":{"bucket":"b2","a.b":"c"}}"#)
-                .unwrap();
+            ModelKey::parse(r#"{"storage_key":"mys3","storage_params":{"bucket":"b2"}}"#).unwrap();
         let c = resolve(d.path(), &k).unwrap();
         assert_eq!(c.kind, "s3");
         assert_eq!(c.str("bucket"), Some("b2"));
-        assert_eq!(c.fields["a"]["b"], "c");
+        assert_eq!(c.str("endpoint_url"), Some("http://x"));
+        // Where to connect is the secret's alone.
+        let k = ModelKey::parse(
+            r#"{"storage_key":"mys3","storage_params":{"endpoint_url":"http://attacker"}}"#,
+        )
+        .unwrap();
+        let e = resolve(d.path(), &k).unwrap_err();
+        assert!(e.to_string().contains("storage_params.endpoint_url"), "{e}");
         let c = resolve(d.path(), &ModelKey::default()).unwrap();
         assert_eq!(c.kind, "pvc");
         let e = resolve(

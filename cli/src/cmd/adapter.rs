@@ -79,6 +79,14 @@ pub struct Args {
     /// Root under which PVCs are mounted (`pvc` storage reads <dir>/<name>/<path>).
     #[arg(long, env = "PVC_MOUNTS_DIR", default_value = "/pvc_mounts")]
     pvc_mounts_dir: PathBuf,
+    /// Allow `type: local` storage entries (a directory on this machine). Off in clusters:
+    /// only `modelmesh up` and tests need it.
+    #[arg(long, env = "MODELMESH_ALLOW_LOCAL_STORAGE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allow_local_storage: bool,
+    /// Allow `http` storage on loopback and link-local addresses (refused by default: they
+    /// reach this pod's own ports and the cloud metadata service).
+    #[arg(long, env = "MODELMESH_STORAGE_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    storage_allow_loopback: bool,
 }
 
 /// Runs the adapter until SIGTERM / Ctrl-C.
@@ -103,6 +111,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         use_embedded_puller: a.use_embedded_puller,
         storage_config_dir: a.storage_config_dir,
         pvc_mounts_dir: a.pvc_mounts_dir,
+        storage_policy: modelmesh_adapters::puller::StoragePolicy {
+            allow_local: a.allow_local_storage,
+            allow_loopback: a.storage_allow_loopback,
+        },
     };
     let adapter = modelmesh_adapters::build(cfg.clone())
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

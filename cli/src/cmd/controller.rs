@@ -17,17 +17,27 @@ enum Command {
     /// registrations and write their status (in a pod, or with a kubeconfig).
     Run(RunArgs),
     /// Print the Deployment the controller would make for a runtime (a ServingRuntime or
-    /// ClusterServingRuntime YAML file), with a model-serving-config config.yaml.
+    /// ClusterServingRuntime YAML file), or with --network-policy the NetworkPolicy it applies
+    /// in a served namespace, with a model-serving-config config.yaml.
     Render {
-        /// The runtime's YAML.
-        #[arg(long, value_name = "FILE")]
-        runtime: PathBuf,
+        /// The runtime's YAML (required unless --network-policy).
+        #[arg(long, value_name = "FILE", required_unless_present = "network_policy")]
+        runtime: Option<PathBuf>,
         /// The config.yaml (default: the built-in defaults).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Replicas to render.
         #[arg(long, default_value_t = 1)]
         replicas: i32,
+        /// Print the runtime pods' NetworkPolicy instead of a Deployment.
+        #[arg(long, conflicts_with = "runtime")]
+        network_policy: bool,
+        /// The served namespace (with --network-policy).
+        #[arg(long, default_value = "modelmesh-serving")]
+        namespace: String,
+        /// The controller's namespace (with --network-policy).
+        #[arg(long, default_value = "modelmesh-serving")]
+        controller_namespace: String,
     },
     /// Print the CustomResourceDefinitions (Predictor, ServingRuntime, ClusterServingRuntime,
     /// InferenceService) as YAML, or write one file per CRD into a directory (the chart's crds/).
@@ -80,7 +90,39 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             runtime,
             config,
             replicas,
-        } => render(&runtime, config.as_deref(), replicas),
+            network_policy,
+            namespace,
+            controller_namespace,
+        } => {
+            let cfg = match &config {
+                Some(p) => modelmesh_controller::config::Config::parse(
+                    &std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => Default::default(),
+            };
+            match runtime {
+                Some(rt) if !network_policy => render(&rt, &cfg, replicas),
+                _ => {
+                    let p = modelmesh_controller::network_policy::network_policy(
+                        &cfg,
+                        &namespace,
+                        &controller_namespace,
+                    )
+                    .context("networkPolicy.enabled is false in this config: nothing to render")?;
+                    print!(
+                        "{}",
+                        serde_norway::to_string(&serde_json::json!({
+                            "apiVersion": "networking.k8s.io/v1",
+                            "kind": "NetworkPolicy",
+                            "metadata": p.metadata,
+                            "spec": p.spec,
+                        }))?
+                    );
+                    Ok(())
+                }
+            }
+        }
         Command::Run(r) => {
             let namespace = r.namespace.unwrap_or_else(|| {
                 std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -113,7 +155,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
 fn render(
     runtime: &std::path::Path,
-    config: Option<&std::path::Path>,
+    cfg: &modelmesh_controller::config::Config,
     replicas: i32,
 ) -> anyhow::Result<()> {
     use modelmesh_controller::crd::serving_runtime::ServingRuntimeSpec;
@@ -135,13 +177,11 @@ fn render(
         .to_string();
     let annotations: std::collections::BTreeMap<String, String> =
         serde_json::from_value(v["metadata"]["annotations"].clone()).unwrap_or_default();
-    let cfg = match config {
-        Some(p) => modelmesh_controller::config::Config::parse(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => Default::default(),
-    };
-    let problems = modelmesh_controller::validation::validate(&spec, &cfg.built_in_server_types);
+    let problems = modelmesh_controller::validation::validate(
+        &spec,
+        &cfg.built_in_server_types,
+        cfg.runtime_policy(),
+    );
     anyhow::ensure!(
         problems.is_empty(),
         "runtime {name} is invalid:\n  {}",
@@ -156,7 +196,7 @@ fn render(
             pvcs: &[],
             etcd_secret: "model-serving-etcd",
         },
-        &cfg,
+        cfg,
     );
     print!("{}", serde_norway::to_string(&d)?);
     Ok(())

@@ -57,6 +57,15 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "MM_LISTEN_ADDRESS", default_value = "0.0.0.0")]
     pub address: IpAddr,
+    /// Serve the mmesh.ModelMesh API on this port too (0 = not), so a network policy can keep
+    /// it to the controller while every client reaches inference on MM_SVC_GRPC_PORT.
+    #[arg(long, env = "MM_MANAGEMENT_PORT", default_value_t = 0)]
+    pub management_port: u16,
+    /// Whether MM_SVC_GRPC_PORT also serves the API's changes (register, setVModel, delete),
+    /// as upstream does; status reads are served there either way. Set false with
+    /// MM_MANAGEMENT_PORT.
+    #[arg(long, env = "MM_MANAGEMENT_ON_GRPC_PORT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub management_on_grpc_port: bool,
     /// Port of the runtime's ModelRuntime service (the adapter), on localhost.
     #[arg(long, env = "INTERNAL_GRPC_PORT", default_value_t = 8085)]
     pub internal_grpc_port: u16,
@@ -280,12 +289,19 @@ impl Args {
             );
         }
         let port = |p: u16| (p != 0).then(|| SocketAddr::new(self.address, p));
+        if !self.management_on_grpc_port && self.management_port == 0 {
+            anyhow::bail!(
+                "MM_MANAGEMENT_ON_GRPC_PORT=false needs MM_MANAGEMENT_PORT: the ModelMesh API would not be served anywhere"
+            );
+        }
         Ok(SidecarConfig {
             service_name: self.service_name.clone(),
             kv,
             kv_prefix: self.kv_prefix.clone(),
             instance_id,
             grpc_addr: SocketAddr::new(self.address, self.grpc_port),
+            management_addr: port(self.management_port),
+            management_on_grpc_port: self.management_on_grpc_port,
             runtime_mgmt: match &self.internal_grpc_socket {
                 Some(p) => format!("unix:{}", p.display()),
                 None => format!("{}:{}", self.runtime_host, self.internal_grpc_port),
@@ -300,6 +316,7 @@ impl Args {
             load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
             dataplane,
             max_message: self.max_message_size,
+            memory_limit: cgroup_memory_limit(),
             limits: modelmesh_mesh::limits::LimitConfig {
                 pod_requests: self.max_inflight_requests,
                 copy_requests: usize::try_from(self.max_inflight_per_model_copy).unwrap_or(0),
@@ -389,6 +406,20 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     sidecar.serve(super::signal::shutdown()).await?;
     Ok(())
+}
+
+/// This container's memory limit, from its cgroup (v2 `memory.max`, else v1's
+/// `memory.limit_in_bytes`); None when unlimited or unknown.
+fn cgroup_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|t| t.trim().parse::<u64>().ok())
+    // cgroup v1 reports "unlimited" as a huge number.
+    .filter(|b| *b < (1 << 60))
 }
 
 #[cfg(test)]

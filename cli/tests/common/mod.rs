@@ -66,9 +66,14 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000..32000")
 }
 
-/// The `modelmesh` binary under test.
+/// The `modelmesh` binary under test. Its adapters may read `type: local` storage and http
+/// storage on loopback (the tests' model stores); the refusal of both without these settings
+/// is tested on its own (puller_storage.rs).
 pub fn modelmesh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_modelmesh"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_modelmesh"));
+    c.env("MODELMESH_ALLOW_LOCAL_STORAGE", "true")
+        .env("MODELMESH_STORAGE_ALLOW_LOOPBACK", "true");
+    c
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test never leaks servers.
@@ -438,6 +443,8 @@ pub struct MeshPod {
     pub runtime: Proc,
     pub adapter: Proc,
     pub sidecar: Proc,
+    /// The sidecar's command line, to start it again.
+    pub sidecar_args: Vec<std::ffi::OsString>,
     pub runtime_port: u16,
     pub mesh_port: u16,
     pub rest_port: u16,
@@ -447,6 +454,18 @@ pub struct MeshPod {
     pub internal_port: u16,
     /// The adapter's ModelRuntime port.
     pub adapter_port: u16,
+}
+
+impl MeshPod {
+    /// Stops the sidecar (SIGTERM, then SIGKILL after 10 s) and starts it again on the same
+    /// ports, next to the same runtime and adapter; returns once it answers.
+    pub async fn restart_sidecar(&mut self) {
+        self.sidecar.stop(Duration::from_secs(10));
+        let mut cmd = modelmesh();
+        cmd.args(&self.sidecar_args);
+        self.sidecar = Proc::spawn("sidecar-restarted", cmd, self.dir.path());
+        wait_mesh_ready(&mut self.sidecar, self.mesh_port).await;
+    }
 }
 
 /// Starts a pod. `mem_bytes` is the adapter's CONTAINER_MEM_REQ_BYTES (buffer 0), `extra` goes
@@ -555,6 +574,7 @@ pub async fn start_pod_with(
     if !extra.contains(&"--kv-store") {
         cmd.args(["--kv-store", "memory"]);
     }
+    let sidecar_args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
     let mut sidecar = Proc::spawn("sidecar", cmd, dir.path());
     if extra.contains(&"--tls-key-cert-path") {
         // Its gRPC port speaks TLS; the probe port stays plain HTTP, as for the kubelet.
@@ -567,6 +587,7 @@ pub async fn start_pod_with(
         runtime,
         adapter,
         sidecar,
+        sidecar_args,
         runtime_port: rport,
         mesh_port: mport,
         rest_port: rest,
@@ -614,12 +635,22 @@ pub async fn start_etcd(logdir: &Path) -> (Proc, String) {
 /// [`start_etcd`], serving clients over TLS with the test PKI's server certificate and
 /// requiring client certificates from its CA (`--client-cert-auth`) when `tls` is given.
 pub async fn start_etcd_with(logdir: &Path, tls: Option<&pki::Pki>) -> (Proc, String) {
+    start_etcd_at(logdir, tls, free_port(), free_port()).await
+}
+
+/// [`start_etcd_with`] on given client and peer ports (to restart an etcd where it was, on
+/// the same data directory).
+pub async fn start_etcd_at(
+    logdir: &Path,
+    tls: Option<&pki::Pki>,
+    client: u16,
+    peer: u16,
+) -> (Proc, String) {
     let bin = Path::new("/usr/bin/etcd");
     assert!(
         bin.exists(),
         "etcd is missing: run scripts/setup-peers.sh (installs Debian etcd-server)"
     );
-    let (client, peer) = (free_port(), free_port());
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://127.0.0.1:{client}");
     let mut cmd = Command::new(bin);

@@ -9,6 +9,7 @@ use crate::mesh_client::MeshApi;
 use crate::plan::{ETCD_KEY, Inputs, Plan, Runtime, plan};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -263,6 +264,16 @@ pub async fn reconcile_namespace<M: MeshApi>(
         Api::<Service>::namespaced(client.clone(), ns)
             .patch(&cfg.inference_service_name, &apply, &Patch::Apply(svc))
             .await?;
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    match &p.network_policy {
+        Some(np) => {
+            policies
+                .patch(&cfg.inference_service_name, &apply, &Patch::Apply(np))
+                .await?;
+        }
+        None if p.keep_shared => {}
+        None => delete_ignoring_absent(&policies, &cfg.inference_service_name).await?,
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     if let Some(s) = &p.etcd_secret {

@@ -73,6 +73,51 @@ impl EtcdTls {
     }
 }
 
+/// Keys per page of a range read.
+const PAGE_KEYS: i64 = 1000;
+
+/// The largest response decoded (tonic's default is 4 MiB). A page that is still larger is
+/// read again in smaller pages.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The end of the key range holding every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key (etcd's "\0" range end)
+}
+
+/// Why a page read failed, where the next step depends on it.
+enum RangeFailure {
+    /// More than [`MAX_RESPONSE_BYTES`]: read smaller pages.
+    PageTooLarge,
+    /// The pinned revision is gone.
+    Compacted,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a page read's error. Both cases arrive as OUT_OF_RANGE (tonic's decode limit on
+/// our side, etcd's ErrCompacted on the server's); only the text tells them apart, and it is
+/// read here and nowhere else.
+fn range_failure(e: &ec::Error, pinned: bool) -> RangeFailure {
+    match e {
+        ec::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange => {
+            if pinned && s.message().contains("compacted") {
+                RangeFailure::Compacted
+            } else {
+                RangeFailure::PageTooLarge
+            }
+        }
+        _ => RangeFailure::Other,
+    }
+}
+
 fn unavailable(e: ec::Error) -> KvError {
     KvError::Unavailable(e.to_string())
 }
@@ -164,7 +209,10 @@ async fn pump(
     let opts = ec::WatchOptions::new()
         .with_prefix()
         .with_start_revision(from);
+    // A transaction of many keys arrives as one large watch response.
     let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .watch(prefix, Some(opts))
         .await
         .map_err(|e| (from, Some(unavailable(e))))?;
@@ -224,14 +272,60 @@ impl KvStore for EtcdStore {
     }
 
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), KvError> {
-        let r = self
+        // Page by page at the revision of the first page, so a registry of any size loads
+        // (one unpaginated read of 30,000 models went past the client's 4 MiB limit) and the
+        // result is one consistent view.
+        let end = prefix_end(prefix.as_bytes());
+        let mut kv = self
             .client
-            .clone()
-            .get(prefix, Some(ec::GetOptions::new().with_prefix()))
-            .await
-            .map_err(unavailable)?;
-        let rev = r.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((r.kvs().iter().map(convert).collect(), rev))
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut limit = PAGE_KEYS;
+        let mut out = Vec::new();
+        loop {
+            let mut opts = ec::GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(limit);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let page = match kv.get(start.clone(), Some(opts)).await {
+                Ok(p) => p,
+                Err(e) => match range_failure(&e, revision > 0) {
+                    RangeFailure::PageTooLarge if limit > 1 => {
+                        limit = (limit / 2).max(1);
+                        continue;
+                    }
+                    // The pinned revision was compacted between two pages: start over at the
+                    // newest revision.
+                    RangeFailure::Compacted => {
+                        tracing::info!(
+                            prefix,
+                            revision,
+                            "revision compacted while paging; reading again"
+                        );
+                        (start, revision, limit) = (prefix.as_bytes().to_vec(), 0, PAGE_KEYS);
+                        out.clear();
+                        continue;
+                    }
+                    _ => return Err(unavailable(e)),
+                },
+            };
+            if revision == 0 {
+                revision = page.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            out.extend(page.kvs().iter().map(convert));
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((out, revision))
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome, KvError> {

@@ -1,8 +1,10 @@
 //! An embedded, in-process KV store with etcd's semantics (revisions, conditional transactions,
-//! ordered watches from a revision, leases), and an optional snapshot file so a single-process
-//! mesh (`modelmesh up`) keeps its registrations across restarts. Lease-bound keys are not
-//! snapshotted: they belong to a process that is gone after a restart.
+//! ordered watches from a revision, leases), optionally durable (`durable.rs`: a snapshot and
+//! a log, fsynced before a write is acknowledged) so a single-process mesh (`modelmesh up`)
+//! keeps its registrations across restarts and crashes. Lease-bound keys are not persisted:
+//! they belong to a process that is gone after a restart.
 
+use super::durable::Durable;
 use super::{
     Compare, Event, KeyValue, KvError, KvStore, LeaseId, Op, Revision, TxnOutcome, WatchStream,
 };
@@ -28,34 +30,14 @@ struct State {
     watchers: Vec<Watcher>,
     leases: HashMap<LeaseId, (Duration, Instant)>,
     next_lease: LeaseId,
+    /// The files of a durable store.
+    durable: Option<Durable>,
 }
 
 /// The embedded store. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
-    snapshot: Option<PathBuf>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum SnapValue {
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapKey {
-    key: String,
-    value: SnapValue,
-    create_revision: Revision,
-    mod_revision: Revision,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Snapshot {
-    revision: Revision,
-    keys: Vec<SnapKey>,
 }
 
 impl State {
@@ -124,61 +106,31 @@ impl State {
 }
 
 impl MemoryStore {
-    /// An empty store with no snapshot.
+    /// An empty store, in memory only.
     pub fn new() -> Self {
         let s = MemoryStore {
             state: Arc::new(Mutex::new(State {
                 next_lease: 1,
                 ..Default::default()
             })),
-            snapshot: None,
         };
         s.start_reaper();
         s
     }
 
-    /// A store persisted to `path`: loaded from it if it exists, rewritten after every change
-    /// to a persistent key.
+    /// A durable store at `path` (and `path.log`): loaded from there if it exists; every change
+    /// to a persistent key is on disk before it is acknowledged.
     pub fn with_snapshot(path: impl Into<PathBuf>) -> Result<Self, KvError> {
-        let path = path.into();
-        let mut st = State {
+        let (durable, loaded) = Durable::open(path)?;
+        let st = State {
             next_lease: 1,
+            revision: loaded.revision,
+            keys: loaded.keys,
+            durable: Some(durable),
             ..Default::default()
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
-                    KvError::Other(format!("snapshot {} is not valid: {e}", path.display()))
-                })?;
-                st.revision = snap.revision;
-                for k in snap.keys {
-                    let value = match k.value {
-                        SnapValue::Text(t) => t.into_bytes(),
-                        SnapValue::Bytes(b) => b,
-                    };
-                    st.keys.insert(
-                        k.key.clone(),
-                        KeyValue {
-                            key: k.key,
-                            value,
-                            create_revision: k.create_revision,
-                            mod_revision: k.mod_revision,
-                            lease: 0,
-                        },
-                    );
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(KvError::Other(format!(
-                    "cannot read snapshot {}: {e}",
-                    path.display()
-                )));
-            }
-        }
         let s = MemoryStore {
             state: Arc::new(Mutex::new(st)),
-            snapshot: Some(path),
         };
         s.start_reaper();
         Ok(s)
@@ -194,35 +146,6 @@ impl MemoryStore {
                     State::lock(&state).expire_leases(Instant::now());
                 }
             });
-        }
-    }
-
-    fn save(&self, st: &State) {
-        let Some(path) = &self.snapshot else { return };
-        let snap = Snapshot {
-            revision: st.revision,
-            keys: st
-                .keys
-                .values()
-                .filter(|kv| kv.lease == 0)
-                .map(|kv| SnapKey {
-                    key: kv.key.clone(),
-                    value: match String::from_utf8(kv.value.clone()) {
-                        Ok(t) => SnapValue::Text(t),
-                        Err(e) => SnapValue::Bytes(e.into_bytes()),
-                    },
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                })
-                .collect(),
-        };
-        let tmp = path.with_extension("tmp");
-        let result = serde_json::to_vec(&snap)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
-            tracing::error!(path = %path.display(), error = %e, "cannot write KV snapshot");
         }
     }
 }
@@ -251,7 +174,8 @@ impl KvStore for MemoryStore {
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome, KvError> {
-        let mut st = State::lock(&self.state);
+        let mut guard = State::lock(&self.state);
+        let st: &mut State = &mut guard;
         let holds = compares.iter().all(|c| match c {
             Compare::ModRevision(k, rev) => {
                 st.keys.get(k).map(|kv| kv.mod_revision).unwrap_or(0) == *rev
@@ -278,25 +202,23 @@ impl KvStore for MemoryStore {
                 return Err(KvError::LeaseNotFound(*lease));
             }
         }
-        let mut events = Vec::new();
-        let mut persistent_change = false;
-        if ops.iter().any(|op| match op {
+        let writes = ops.iter().any(|op| match op {
             Op::Put { .. } => true,
             Op::Delete(k) => st.keys.contains_key(k),
-        }) {
-            st.revision += 1;
-        }
-        let rev = st.revision;
+        });
+        let rev = if writes { st.revision + 1 } else { st.revision };
+        // Each key's final value, in the order the ops first name it, computed before anything
+        // changes: a durable store writes them to disk first, and a write that fails there
+        // fails the transaction untouched.
+        let mut effects: Vec<(String, Option<KeyValue>)> = Vec::new();
         for op in ops {
-            match op {
+            let (key, value) = match op {
                 Op::Put { key, value, lease } => {
                     let create_revision = st
                         .keys
                         .get(&key)
                         .map(|kv| kv.create_revision)
                         .unwrap_or(rev);
-                    persistent_change |=
-                        lease == 0 || st.keys.get(&key).is_some_and(|kv| kv.lease == 0);
                     let kv = KeyValue {
                         key: key.clone(),
                         value,
@@ -304,12 +226,43 @@ impl KvStore for MemoryStore {
                         mod_revision: rev,
                         lease,
                     };
+                    (key, Some(kv))
+                }
+                Op::Delete(key) => (key, None),
+            };
+            match effects.iter_mut().find(|(k, _)| *k == key) {
+                Some(e) => e.1 = value,
+                None => effects.push((key, value)),
+            }
+        }
+        if let Some(d) = st.durable.as_mut() {
+            let keys = &st.keys;
+            let was_persistent = |k: &str| keys.get(k).is_some_and(|kv| kv.lease == 0);
+            let puts: Vec<&KeyValue> = effects
+                .iter()
+                .filter_map(|(_, v)| v.as_ref())
+                .filter(|kv| kv.lease == 0)
+                .collect();
+            // A persistent key deleted, or replaced by a lease-bound one, is gone from disk.
+            let gone: Vec<&str> = effects
+                .iter()
+                .filter(|(k, v)| v.as_ref().is_none_or(|kv| kv.lease != 0) && was_persistent(k))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if !puts.is_empty() || !gone.is_empty() {
+                d.append(rev, puts, gone)?;
+            }
+        }
+        st.revision = rev;
+        let mut events = Vec::new();
+        for (key, value) in effects {
+            match value {
+                Some(kv) => {
                     st.keys.insert(key, kv.clone());
                     events.push(Event::Put(kv));
                 }
-                Op::Delete(key) => {
-                    if let Some(old) = st.keys.remove(&key) {
-                        persistent_change |= old.lease == 0;
+                None => {
+                    if st.keys.remove(&key).is_some() {
                         events.push(Event::Delete {
                             key,
                             mod_revision: rev,
@@ -321,8 +274,12 @@ impl KvStore for MemoryStore {
         if !events.is_empty() {
             st.publish(events);
         }
-        if persistent_change {
-            self.save(&st);
+        if let Some(d) = st.durable.as_mut()
+            && d.wants_compaction()
+            && let Err(e) = d.compact(st.revision, st.keys.values())
+        {
+            // The log still holds every change; it only grows until this works again.
+            tracing::error!(error = %e, "cannot fold the KV log into a new snapshot");
         }
         Ok(TxnOutcome {
             succeeded: true,

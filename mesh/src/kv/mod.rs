@@ -8,6 +8,7 @@
 //! watches deliver every change after a given revision, in order, and resume after reconnects.
 
 pub mod config;
+pub mod durable;
 pub mod etcd;
 pub mod memory;
 

@@ -100,17 +100,40 @@ impl Router {
         body: Bytes,
         hop: Hop,
     ) -> Result<(MetadataMap, Bytes), Status> {
+        self.unary_admitted(method, md, body, hop, None).await
+    }
+
+    /// Resolves the model a request names in its headers and checks it is registered, so that
+    /// a body need not be read (REST reads bodies only for models that exist).
+    pub async fn check_target(&self, md: &MetadataMap) -> Result<String, Status> {
+        let id = self.resolve(&request::header_target(md)?).await?;
+        if !self.mesh.is_registered(&id).await? {
+            return Err(MeshError::ModelNotFound(id).into());
+        }
+        Ok(id)
+    }
+
+    /// As [`Router::unary`], for a caller already holding this pod's permit (REST takes it
+    /// before it reads the body, so bodies being read count against the pod's limit).
+    pub async fn unary_admitted(
+        &self,
+        method: &str,
+        md: MetadataMap,
+        body: Bytes,
+        hop: Hop,
+        permit: Option<crate::limits::PodPermit>,
+    ) -> Result<(MetadataMap, Bytes), Status> {
         let started = Instant::now();
-        let short = method.rsplit('/').next().unwrap_or(method).to_string();
-        let result = match self.limits.enter_pod() {
+        let permit = match permit {
+            Some(p) => Ok(p),
+            None => self.limits.enter_pod(),
+        };
+        let result = match permit {
             Ok(_permit) => self.unary_inner(method, &md, body, hop).await,
             Err(s) => Err(s),
         };
-        let code = match &result {
-            Ok(_) => "OK".to_string(),
-            Err(s) => format!("{:?}", s.code()),
-        };
-        metrics::histogram!("modelmesh_api_request_milliseconds", "method" => short, "code" => code)
+        let code = crate::metrics::code_label(result.as_ref().err().map(Status::code));
+        metrics::histogram!("modelmesh_api_request_milliseconds", "method" => crate::metrics::method_label(method), "code" => code)
             .record(started.elapsed().as_secs_f64() * 1e3);
         result
     }
@@ -647,7 +670,7 @@ impl Router {
             let t = Instant::now();
             let result = self.call(method, req).await;
             drop(copy_permit);
-            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => method.rsplit('/').next().unwrap_or("").to_string())
+            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => crate::metrics::method_label(method))
                 .record(t.elapsed().as_secs_f64() * 1e3);
             match result {
                 Ok(resp) => {
@@ -712,6 +735,9 @@ fn request_deadline(md: &MetadataMap) -> Result<Option<Instant>, Status> {
     }
 }
 
+/// How long a new stream may wait before its first message.
+pub const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Methods proxied as bidirectional streams (everything else is unary).
 pub const STREAMING_METHODS: &[&str] = &["inference.GRPCInferenceService/ModelStreamInfer"];
 
@@ -734,16 +760,24 @@ impl Router {
         Status,
     > {
         use futures::StreamExt;
-        let permit = self.limits.enter_pod()?;
-        let first = match inbound.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(s)) => return Err(s),
-            None => {
+        // The pod's permit is taken once the first message is here: idle streams hold none, and
+        // one that never sends is closed after FIRST_MESSAGE_TIMEOUT.
+        let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.next()).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no first message on the stream within {} s",
+                    FIRST_MESSAGE_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(s))) => return Err(s),
+            Ok(None) => {
                 return Err(Status::invalid_argument(
                     "stream closed before its first message",
                 ));
             }
         };
+        let permit = self.limits.enter_pod()?;
         refuse_hop_metadata(&md)?;
         let target = find_target(method, &md, &first, &self.dataplane)?;
         let id = self.resolve(&target).await?;

@@ -149,6 +149,11 @@ pub fn find_target(
             "method {method} is not allowed by the dataplane config"
         )));
     }
+    header_target(md)
+}
+
+/// The id the `mm-model-id` / `mm-vmodel-id` headers name (one of them, not empty).
+pub fn header_target(md: &MetadataMap) -> Result<Target, Status> {
     let model = header(md, "mm-model-id")?;
     let vmodel = header(md, "mm-vmodel-id")?;
     match (model, vmodel) {

@@ -71,7 +71,7 @@ where
     /// Loads the prefix and starts following it. `prefix` ends with `/`.
     pub async fn start(store: Arc<dyn KvStore>, prefix: String) -> Result<Arc<Self>, KvError> {
         let cache: Cache<R> = Arc::default();
-        let rev = Self::reload(&*store, &prefix, &cache).await?;
+        let rev = Self::reload(&*store, &prefix, &cache, None).await?;
         let (changes, _) = broadcast::channel(4096);
         let task = tokio::spawn(Self::follow(
             store.clone(),
@@ -89,10 +89,15 @@ where
         }))
     }
 
+    /// Reads the whole prefix into the cache. With `changes`, what differs from the cache is
+    /// also announced: after a compaction the events in between are gone, and a record
+    /// deleted meanwhile must still reach the subscribers (an unregistered model's copy is
+    /// unloaded on its Delete).
     async fn reload(
         store: &dyn KvStore,
         prefix: &str,
         cache: &Cache<R>,
+        changes: Option<&broadcast::Sender<Change<R>>>,
     ) -> Result<Revision, KvError> {
         let (kvs, rev) = store.range(prefix).await?;
         let mut map = BTreeMap::new();
@@ -102,7 +107,28 @@ where
                 map.insert(id, (r, kv.mod_revision));
             }
         }
-        *write(cache) = map;
+        let old = std::mem::replace(&mut *write(cache), map);
+        if let Some(tx) = changes {
+            let map = read(cache);
+            let (mut deleted, mut changed) = (0usize, 0usize);
+            for id in old.keys().filter(|id| !map.contains_key(*id)) {
+                deleted += 1;
+                let _ = tx.send(Change::Delete(id.clone()));
+            }
+            for (id, (r, rev)) in map.iter() {
+                if old.get(id).is_none_or(|(_, old_rev)| old_rev != rev) {
+                    changed += 1;
+                    let _ = tx.send(Change::Put(id.clone(), r.clone()));
+                }
+            }
+            tracing::info!(
+                prefix,
+                deleted,
+                changed,
+                revision = rev,
+                "reloaded after the watch history was compacted"
+            );
+        }
         Ok(rev)
     }
 
@@ -158,7 +184,7 @@ where
                     }
                     Err(KvError::Compacted(_)) => {
                         // History is gone: start over from a full read.
-                        match Self::reload(&*store, &prefix, &cache).await {
+                        match Self::reload(&*store, &prefix, &cache, Some(&changes)).await {
                             Ok(rev) => from = rev + 1,
                             Err(e) => {
                                 tracing::warn!(prefix, error = %e, "reload after compaction failed")

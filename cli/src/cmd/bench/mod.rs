@@ -16,6 +16,7 @@ mod procs;
 mod procstat;
 mod runtime_vs_triton;
 mod scale;
+mod scale_etcd;
 mod stats;
 
 /// Flags of `modelmesh bench`.
@@ -53,6 +54,9 @@ enum Scenario {
     /// Routing, placement, proactive-loading and scale-down decision times in a simulated
     /// cluster of 1,000 pods and 1,000,000 models vs 50 pods and 10,000 models (in process).
     Scale(scale::Args),
+    /// 100,000 models on a real etcd with three sidecars: registration rate, sidecar RSS,
+    /// restart-to-ready time, watch lag, etcd writes at idle.
+    ScaleEtcd(scale_etcd::Args),
     /// Chaos soak (minutes; not a test): a 3-pod mesh on a real etcd under steady load and
     /// model churn while pods, runtimes and etcd are SIGKILLed and restarted and loads are
     /// delayed; checks that only retryable codes fail, no registration is lost and RSS stays
@@ -70,6 +74,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Scenario::CacheMiss(a) => cache_miss::run(a).await,
         Scenario::Churn(a) => churn::run(a).await,
         Scenario::Scale(a) => scale::run(a).await,
+        Scenario::ScaleEtcd(a) => scale_etcd::run(a).await,
         Scenario::Chaos(a) => chaos::run(a).await,
     }
 }

@@ -134,6 +134,8 @@ pub fn start_pod_with_memory(
         "--container-mem-req-bytes".into(),
         memory.to_string(),
         "--use-embedded-puller".into(),
+        // The benchmark's model store is a local directory.
+        "--allow-local-storage".into(),
     ]);
     if let Some(size) = default_model_size {
         args.extend(["--default-modelsize".into(), size.to_string()]);

@@ -339,6 +339,11 @@ async fn start_pod(
         root_model_dir: root.clone(),
         use_embedded_puller: true,
         storage_config_dir: pod.cfgdir.to_path_buf(),
+        // Models come from a directory on this machine.
+        storage_policy: modelmesh_adapters::puller::StoragePolicy {
+            allow_local: true,
+            allow_loopback: true,
+        },
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("adapter: {e}"))?;
@@ -370,12 +375,15 @@ async fn start_pod(
         kv_prefix: "mm".into(),
         instance_id: pod.id.clone(),
         grpc_addr: SocketAddr::new(a.address, port(a.grpc_port)),
+        management_addr: None,
+        management_on_grpc_port: true,
         runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
         runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
         default_vmodel_owner: String::new(),
         load_failure_expiry: Duration::from_secs(30),
         dataplane: DataplaneConfig::kserve_v2(),
         max_message: modelmesh_mesh::server::DEFAULT_MAX_MESSAGE,
+        memory_limit: None,
         limits: Default::default(),
         tls: None,
         rest_addr: Some(SocketAddr::new(a.address, port(a.rest_port))),

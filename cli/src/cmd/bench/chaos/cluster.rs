@@ -212,6 +212,7 @@ impl Pod {
             "--runtime-host",
             "127.0.0.1",
             "--use-embedded-puller",
+            "--allow-local-storage",
         ]));
         args.extend(["--container-mem-req-bytes".into(), spec.memory.to_string()]);
         args.extend(["--default-modelsize".into(), spec.default_size.to_string()]);

@@ -5,7 +5,7 @@
 //! 10 %), processes that died unbidden, and the longest a retrying client waited for a model;
 //! it exits non-zero when a check fails. Not part of the test suite: it runs for minutes.
 
-mod cluster;
+pub(super) mod cluster;
 mod faults;
 mod traffic;
 
