@@ -69,6 +69,16 @@ pub fn common_labels() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A namespaced object's metadata, with the controller's labels.
+pub fn object_meta(name: &str, namespace: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(common_labels()),
+        ..Default::default()
+    }
+}
+
 /// The Deployment's name: `<service>-<runtime>`.
 pub fn name(cfg: &Config, runtime: &str) -> String {
     format!("{}-{runtime}", cfg.inference_service_name)

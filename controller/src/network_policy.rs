@@ -1,12 +1,12 @@
 //! The NetworkPolicy of a namespace's runtime pods: inference (gRPC and REST) from the
 //! configured clients (anyone by default), the ModelMesh management API only from the
 //! controller's pods (and configured clients), the internal port only from the mesh's own pods,
-//! metrics from the configured scrapers. Everything else of the pod (the adapter, the runtime,
-//! probes) listens on loopback or is the kubelet's. Without it any pod in the cluster could
+//! metrics from the configured scrapers, probes from anyone. Everything else of the pod (the
+//! adapter, the runtime) listens on loopback; the preStop port is the kubelet's. Without it any pod in the cluster could
 //! re-point vmodels, call a peer's internal port or read metrics. Pure.
 
 use crate::config::Config;
-use crate::plan::meta;
+use crate::deployment::object_meta as meta;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -96,6 +96,9 @@ pub fn network_policy(
     if cfg.metrics.enabled {
         rules.push(rule(&[cfg.metrics.port], configured(&np.metrics_from)));
     }
+    // Readiness and liveness (the kubelet's, from the node; they tell nothing else). The
+    // preStop port stays closed to pods: it starts moving the pod's models away.
+    rules.push(rule(&[crate::deployment::PROBE_PORT as u16], None));
     Some(NetworkPolicy {
         metadata: meta(service, namespace),
         spec: Some(NetworkPolicySpec {

@@ -7,13 +7,12 @@
 
 use crate::config::Config;
 use crate::crd::serving_runtime::ServingRuntimeSpec;
-use crate::deployment::{RuntimeInput, common_labels, render};
+use crate::deployment::{RuntimeInput, object_meta as meta, render};
 use crate::labels::{dataplane_config, runtime_labels, supports, type_constraints};
 use crate::validation::validate;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -101,15 +100,6 @@ pub struct Plan {
     pub keep_shared: bool,
     /// The runtime pods' NetworkPolicy (None: delete ours, if any).
     pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
-}
-
-pub(crate) fn meta(name: &str, namespace: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(namespace.to_string()),
-        labels: Some(common_labels()),
-        ..Default::default()
-    }
 }
 
 /// The namespace's copy of the etcd connection: the same, with `root_prefix` moved under

@@ -100,6 +100,14 @@ def test_install_with_no_values_deploys_an_etcd_with_a_volume():
     controller = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in controller["env"]}
     assert env["ETCD_SECRET_NAME"] == "model-serving-etcd"
+    # The CRDs Helm installs with the release (crds/), valid and upstream's kinds.
+    with helm.Chart.load(str(CHART)) as ch:
+        crds = [yaml.safe_load(c["data"] if isinstance(c["data"], str) else bytes(c["data"]).decode()) for c in ch.crds]
+    assert sorted(c["spec"]["names"]["kind"] for c in crds) == [
+        "ClusterServingRuntime", "InferenceService", "Predictor", "ServingRuntime"
+    ]
+    assert all(c["kind"] == "CustomResourceDefinition" for c in crds)
+    validate(crds)
     # The NOTES say how to use an existing etcd instead.
     with helm.Chart.load(str(CHART)) as ch:
         notes = next(t for n, t in ch.render({}, name="mm", namespace="modelmesh-serving").items() if n.endswith("NOTES.txt"))
