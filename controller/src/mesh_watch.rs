@@ -4,7 +4,8 @@
 //! `<vmodel>__<owner>-<hash>`), so status follows transitions and failures without polling.
 
 use futures::{Stream, StreamExt};
-use modelmesh_mesh::kv::{Event, KvStore};
+use modelmesh_kv::layout::{self, Table};
+use modelmesh_kv::{Event, KvStore};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +20,9 @@ pub struct MeshTarget {
     pub name: String,
 }
 
-fn normalize_root(root: &str) -> String {
-    let r = root.trim_end_matches('/');
-    if r.is_empty() || r.starts_with('/') {
-        r.to_string()
-    } else {
-        format!("/{r}")
-    }
-}
-
 /// The resources a changed key concerns. `root` is the etcd secret's root prefix; the
-/// controller's namespace uses it as it is, other namespaces `<root>/mm_ns/<namespace>`.
+/// controller's namespace uses it as it is, other namespaces `<root>/mm_ns/<namespace>`
+/// (`modelmesh_kv::layout`).
 pub fn targets(
     root: &str,
     controller_namespace: &str,
@@ -37,43 +30,41 @@ pub fn targets(
     key: &str,
     value: Option<&[u8]>,
 ) -> Vec<MeshTarget> {
-    let Some(rest) = key.strip_prefix(&normalize_root(root)) else {
+    let Some(k) = layout::parse(root, service, key) else {
         return Vec::new();
     };
-    let (namespace, rest) = match rest.strip_prefix("/mm_ns/") {
-        Some(r) => match r.split_once('/') {
-            Some((ns, tail)) => (ns.to_string(), format!("/{tail}")),
-            None => return Vec::new(),
-        },
-        None => (controller_namespace.to_string(), rest.to_string()),
-    };
-    let Some(rest) = rest.strip_prefix(&format!("/mm/{service}/")) else {
-        return Vec::new();
-    };
+    let namespace = k
+        .namespace
+        .unwrap_or_else(|| controller_namespace.to_string());
     let target = |owner: &str, name: &str| MeshTarget {
         namespace: namespace.clone(),
         owner: owner.to_string(),
         name: name.to_string(),
     };
-    if let Some(vmodel) = rest.strip_prefix("vmodels/") {
-        let owner = value
-            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
-            .and_then(|v| v.get("o").and_then(|o| o.as_str()).map(String::from));
-        return match owner {
-            Some(o) => vec![target(&o, vmodel)],
-            // A deleted record has no value: it may have been either kind's.
-            None => vec![target("ksp", vmodel), target("isvc", vmodel)],
-        };
+    match k.table {
+        Table::VModels => {
+            let owner = value
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+                .and_then(|v| v.get("o").and_then(|o| o.as_str()).map(String::from));
+            match owner {
+                Some(o) => vec![target(&o, &k.id)],
+                // A deleted record has no value: it may have been either kind's.
+                None => vec![target("ksp", &k.id), target("isvc", &k.id)],
+            }
+        }
+        Table::Registry => match k.id.rsplit_once("__") {
+            Some((vmodel, tail))
+                if tail.rsplit_once('-').is_some_and(|(_, hash)| {
+                    hash.len() == 10 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                }) =>
+            {
+                let owner = tail.rsplit_once('-').map_or("", |(o, _)| o);
+                vec![target(owner, vmodel)]
+            }
+            _ => Vec::new(),
+        },
+        Table::Instances => Vec::new(),
     }
-    if let Some(model) = rest.strip_prefix("registry/")
-        && let Some((vmodel, tail)) = model.rsplit_once("__")
-        && let Some((owner, hash)) = tail.rsplit_once('-')
-        && hash.len() == 10
-        && hash.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return vec![target(owner, vmodel)];
-    }
-    Vec::new()
 }
 
 /// Every change under `root`, mapped to the resources it concerns; restarts the watch (from
@@ -86,7 +77,7 @@ pub fn watch(
 ) -> impl Stream<Item = MeshTarget> + Send {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let prefix = format!("{}/", normalize_root(&root));
+        let prefix = format!("{}/", layout::normalize_root(&root));
         loop {
             match store.watch(&prefix, 0).await {
                 Ok(mut events) => {
@@ -125,8 +116,8 @@ pub fn receiver_stream<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelmesh_mesh::kv::Op;
-    use modelmesh_mesh::kv::memory::MemoryStore;
+    use modelmesh_kv::Op;
+    use modelmesh_kv::memory::MemoryStore;
 
     #[test]
     fn keys_map_to_their_resources() {

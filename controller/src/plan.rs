@@ -114,7 +114,7 @@ pub fn namespaced_etcd_connection(json: &str, namespace: &str) -> Option<String>
         .to_string();
     v.as_object_mut()?.insert(
         "root_prefix".into(),
-        serde_json::Value::String(format!("{root}/mm_ns/{namespace}")),
+        serde_json::Value::String(modelmesh_kv::layout::namespace_root(&root, namespace)),
     );
     Some(v.to_string())
 }

@@ -259,7 +259,9 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
     let runtime_loop = runtime_loop(ctx.clone(), enabled.clone(), triggers, trigger.clone());
 
     if let Some(addr) = rc.metrics_addr {
-        modelmesh_mesh::metrics::install(addr)
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
             .map_err(|e| RunError::Listen(addr, std::io::Error::other(e)))?;
     }
 
@@ -422,8 +424,7 @@ async fn spawn_mesh_watch<M: crate::mesh_client::MeshApi>(
             .map(|b| b.0.clone())
             .ok_or_else(|| format!("the etcd secret has no key '{name}'"))
     };
-    let parsed =
-        json.map(|j| modelmesh_mesh::kv::config::KvConfig::from_connection_json_with(&j, &read));
+    let parsed = json.map(|j| modelmesh_kv::config::KvConfig::from_connection_json_with(&j, &read));
     let kv = match parsed {
         Some(Ok(kv)) => kv,
         Some(Err(e)) => {
@@ -436,7 +437,7 @@ async fn spawn_mesh_watch<M: crate::mesh_client::MeshApi>(
         }
     };
     let root = kv.root_prefix().to_string();
-    let store = match modelmesh_mesh::sidecar::connect_kv(&kv).await {
+    let store = match modelmesh_kv::connect::connect(&kv).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach etcd; mesh changes will not wake resources");

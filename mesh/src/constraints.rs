@@ -25,8 +25,8 @@ pub struct TypeConstraints {
 impl TypeConstraints {
     /// Parses the JSON form; the error says what is wrong.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let by_type: HashMap<String, Constraint> =
-            crate::json::parse(json).map_err(|e| format!("invalid type constraints: {e}"))?;
+        let by_type: HashMap<String, Constraint> = modelmesh_settings::json::parse(json)
+            .map_err(|e| format!("invalid type constraints: {e}"))?;
         Ok(TypeConstraints { by_type })
     }
 

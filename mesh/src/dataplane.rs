@@ -44,7 +44,7 @@ impl Default for DataplaneConfig {
 impl DataplaneConfig {
     /// Parses the JSON form; the error names the problem.
     pub fn parse(json: &str) -> Result<Self, String> {
-        crate::json::parse(json).map_err(|e| format!("invalid dataplane config: {e}"))
+        modelmesh_settings::json::parse(json).map_err(|e| format!("invalid dataplane config: {e}"))
     }
 
     /// KServe v2: `model_name` (field 1) of ModelInfer / ModelMetadata / ModelReady is a vmodel

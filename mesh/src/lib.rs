@@ -11,8 +11,6 @@ pub mod error;
 pub mod idpath;
 pub mod instance;
 pub mod janitor;
-pub mod json;
-pub mod kv;
 pub mod leader;
 pub mod limits;
 pub mod load_queue;
@@ -32,3 +30,6 @@ pub mod server_limits;
 pub mod sidecar;
 pub mod status;
 pub mod tls;
+
+/// The KV store and the key layout (the `modelmesh-kv` crate, shared with the controller).
+pub use modelmesh_kv as kv;

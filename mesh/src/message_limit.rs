@@ -43,7 +43,7 @@ pub fn too_large_text(what: &str, size: Option<u64>, limit: usize) -> String {
     };
     format!(
         "{what} {size}is over this mesh's limit of {limit} bytes ({}); raise MM_SVC_GRPC_MAX_MSG_SIZE (modelmesh sidecar --max-message-size) to accept it",
-        modelmesh_size::format_binary(limit as u64)
+        modelmesh_settings::size::format_binary(limit as u64)
     )
 }
 

@@ -4,8 +4,6 @@
 use crate::dataplane::DataplaneConfig;
 use crate::kv::KvStore;
 use crate::kv::config::KvConfig;
-use crate::kv::etcd::EtcdStore;
-use crate::kv::memory::MemoryStore;
 use crate::local::{LocalConfig, LocalModels};
 use crate::mesh::Mesh;
 use crate::proxy::Router;
@@ -133,26 +131,14 @@ fn channel(addr: &str) -> Result<tonic::transport::Channel, SidecarError> {
 
 /// Connects to the configured KV store.
 pub async fn connect_kv(kv: &KvConfig) -> Result<Arc<dyn KvStore>, SidecarError> {
-    Ok(match kv {
-        KvConfig::Memory(None) => Arc::new(MemoryStore::new()),
-        KvConfig::Memory(Some(p)) => Arc::new(
-            MemoryStore::with_snapshot(p).map_err(|e| SidecarError::Startup(e.to_string()))?,
-        ),
-        KvConfig::Etcd { .. } => {
-            let cfg = kv
-                .etcd()
-                .ok_or_else(|| SidecarError::Startup("etcd config missing".into()))?;
-            Arc::new(
-                EtcdStore::connect(&cfg, Duration::from_secs(20))
-                    .await
-                    .map_err(|e| {
-                        SidecarError::Startup(format!(
-                            "Service startup failed: Problem connecting to etcd: {e}"
-                        ))
-                    })?,
-            )
-        }
-    })
+    modelmesh_kv::connect::connect(kv)
+        .await
+        .map_err(|e| match kv {
+            KvConfig::Etcd { .. } => SidecarError::Startup(format!(
+                "Service startup failed: Problem connecting to etcd: {e}"
+            )),
+            KvConfig::Memory(_) => SidecarError::Startup(e.to_string()),
+        })
 }
 
 /// A started sidecar (ports bound, runtime ready).

@@ -44,10 +44,10 @@ pub struct Args {
     runtime_host: String,
     /// Memory request of the model server container (required): bytes or a size with a unit
     /// (1Gi, 512MiB, 2G).
-    #[arg(long, env = "CONTAINER_MEM_REQ_BYTES", value_parser = modelmesh_size::parse_i64)]
+    #[arg(long, env = "CONTAINER_MEM_REQ_BYTES", value_parser = modelmesh_settings::size::parse_i64)]
     container_mem_req_bytes: Option<i64>,
     /// Memory kept free of models: bytes or a size with a unit.
-    #[arg(long, env = "MEM_BUFFER_BYTES", default_value = "256Mi", value_parser = modelmesh_size::parse_i64)]
+    #[arg(long, env = "MEM_BUFFER_BYTES", default_value = "256Mi", value_parser = modelmesh_settings::size::parse_i64)]
     mem_buffer_bytes: i64,
     /// Model loads the server can run at once.
     #[arg(long, env = "LOADING_CONCURRENCY", default_value_t = 1)]
@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long, env = "LOADTIME_TIMEOUT", default_value_t = 30_000)]
     loadtime_timeout: u32,
     /// Size assumed for a model whose size is unknown: bytes or a size with a unit.
-    #[arg(long, env = "DEFAULT_MODELSIZE", default_value = "1000000", value_parser = modelmesh_size::parse)]
+    #[arg(long, env = "DEFAULT_MODELSIZE", default_value = "1000000", value_parser = modelmesh_settings::size::parse)]
     default_modelsize: u64,
     /// Memory per byte of model on disk.
     #[arg(long, env = "MODELSIZE_MULTIPLIER", default_value_t = 1.25)]

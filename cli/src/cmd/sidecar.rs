@@ -100,7 +100,7 @@ pub struct Args {
     /// Largest gRPC message accepted, in bytes (REST bodies may be 4x this: JSON is larger
     /// than the binary tensor it carries).
     /// Bytes or a size with a unit (16Mi, 64MiB).
-    #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value = "16Mi", value_parser = modelmesh_size::parse_usize)]
+    #[arg(long, env = "MM_SVC_GRPC_MAX_MSG_SIZE", default_value = "16Mi", value_parser = modelmesh_settings::size::parse_usize)]
     pub max_message_size: usize,
     /// Requests in flight on this pod (gRPC, REST, forwarded and streams) above which new ones
     /// are refused at once with RESOURCE_EXHAUSTED; 0 = unlimited.

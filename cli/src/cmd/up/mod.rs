@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     address: IpAddr,
     /// Memory for models (the runtime's capacity): bytes or a size with a unit (512Mi, 2GiB, 4G).
-    #[arg(long, default_value = "1Gi", value_parser = modelmesh_size::parse)]
+    #[arg(long, default_value = "1Gi", value_parser = modelmesh_settings::size::parse)]
     memory: u64,
     /// Keep registrations in this file across restarts (default: in memory only).
     #[arg(long)]

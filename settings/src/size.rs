@@ -192,4 +192,5 @@ pub fn format_binary(b: u64) -> String {
 }
 
 #[cfg(test)]
+#[path = "size_tests.rs"]
 mod tests;

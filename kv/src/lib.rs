@@ -1,4 +1,5 @@
-//! The key-value store the mesh keeps its shared state in: one trait, two backends.
+//! The key-value store the mesh keeps its shared state in: one trait, two backends, and the
+//! layout of the mesh's keys (`layout`), shared by the sidecar and the controller.
 //!
 //! - [`memory::MemoryStore`]: embedded, for `modelmesh up` and tests; optional snapshot file.
 //! - [`etcd::EtcdStore`]: a real etcd cluster, for meshes of many pods.
@@ -8,8 +9,10 @@
 //! watches deliver every change after a given revision, in order, and resume after reconnects.
 
 pub mod config;
+pub mod connect;
 pub mod durable;
 pub mod etcd;
+pub mod layout;
 pub mod memory;
 
 use futures::stream::BoxStream;

@@ -3,9 +3,9 @@
 //! resume without missing events after etcd is killed and restarted.
 
 use futures::StreamExt;
-use modelmesh_mesh::kv::etcd::{EtcdConfig, EtcdStore};
-use modelmesh_mesh::kv::memory::MemoryStore;
-use modelmesh_mesh::kv::{Compare, Event, KvError, KvStore, LeaseKeeper, Op, WatchStream};
+use modelmesh_kv::etcd::{EtcdConfig, EtcdStore};
+use modelmesh_kv::memory::MemoryStore;
+use modelmesh_kv::{Compare, Event, KvError, KvStore, LeaseKeeper, Op, WatchStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

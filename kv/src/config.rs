@@ -165,7 +165,7 @@ impl KvConfig {
         text: &str,
         read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
     ) -> Result<KvConfig, String> {
-        let f: ConnectionFile = crate::json::parse(text)?;
+        let f: ConnectionFile = modelmesh_settings::json::parse(text)?;
         let user = match (f.userid, f.password) {
             (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
             _ => None,
