@@ -3,8 +3,9 @@
 //! only when it changed, plus once per [`HEARTBEAT`] (rewriting an unchanged record every second
 //! cost each pod one etcd write a second, for nothing).
 
+use crate::clock::now_ms;
 use crate::kv::{KvError, KvStore, LeaseKeeper, Op};
-use crate::local::{LocalModels, now_ms};
+use crate::local::LocalModels;
 use crate::registry::Layout;
 use crate::registry::records::InstanceRecord;
 use std::sync::Arc;

@@ -30,7 +30,7 @@ pub fn spawn(mesh: &Arc<Mesh>, every: Duration) -> tokio::task::JoinHandle<()> {
         }
     });
     tokio::spawn(async move {
-        let _movers = crate::sidecar::AbortOnDrop(movers);
+        let _movers = crate::task::AbortOnDrop(movers);
         loop {
             tokio::time::sleep(every).await;
             let Some(mesh) = weak.upgrade() else { return };
@@ -62,7 +62,7 @@ pub async fn run_scale_down(mesh: &Arc<Mesh>) {
         .filter(|(_, i)| !i.shutdown)
         .map(|(k, _)| k.clone())
         .collect();
-    for id in scale_down(&me, &copies, &records, &instances, crate::local::now_ms()) {
+    for id in scale_down(&me, &copies, &records, &instances, crate::clock::now_ms()) {
         mesh.local.scale_down(&id, &live).await;
     }
 }

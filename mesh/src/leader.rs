@@ -256,7 +256,7 @@ async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>
             &records,
             &instances,
             |_, r| m.local.predicted_units(r),
-            crate::local::now_ms(),
+            crate::clock::now_ms(),
             m.local.failure_expiry_ms(),
         );
         (ids, records)

@@ -3,11 +3,13 @@
 
 pub mod api;
 pub mod cache;
+pub mod clock;
 pub mod codec;
 pub mod constraints;
 pub mod dataplane;
 pub mod eligible;
 pub mod error;
+pub mod hop;
 pub mod idpath;
 pub mod instance;
 pub mod janitor;
@@ -23,12 +25,13 @@ pub mod proxy;
 pub mod registry;
 pub mod rest;
 pub mod routing;
-pub mod runtime_client;
+pub mod runtime;
 pub mod scaling;
 pub mod server;
 pub mod server_limits;
 pub mod sidecar;
 pub mod status;
+mod task;
 pub mod tls;
 
 /// The KV store and the key layout (the `modelmesh-kv` crate, shared with the controller).

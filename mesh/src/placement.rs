@@ -4,11 +4,12 @@
 //! one more copy on a pod without one" (scale-up, minimum copies, migration, proactive loads).
 //! The choice itself is `routing::decide`; this module only does the I/O around it.
 
+use crate::clock::now_ms;
 use crate::constraints::TypeConstraints;
 use crate::error::MeshError;
+use crate::hop::{HOP, KNOWN_SIZE, ROOM_ONLY};
 use crate::load_queue::Priority;
-use crate::local::{LocalModels, Room, now_ms};
-use crate::proxy::{HOP, KNOWN_SIZE, ROOM_ONLY};
+use crate::local::{LocalModels, Room};
 use crate::registry::records::{InstanceRecord, ModelRecord};
 use crate::registry::table::Table;
 use crate::routing::{Decision, View, decide};

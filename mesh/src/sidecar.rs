@@ -9,7 +9,8 @@ use crate::mesh::Mesh;
 use crate::proxy::Router;
 use crate::registry::Layout;
 use crate::registry::table::Table;
-use crate::runtime_client::RuntimeClient;
+use crate::runtime::grpc::RuntimeClient;
+use crate::task::AbortOnDrop;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -165,15 +166,6 @@ pub struct Sidecar {
     _janitor: AbortOnDrop,
 }
 
-/// Stops a background task when its owner goes away.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Sidecar {
     /// Connects to the store, waits for the runtime, loads the tables and binds the ports.
     pub async fn start(
@@ -238,10 +230,10 @@ impl Sidecar {
         if let Some(addr) = cfg.metrics_addr {
             crate::metrics::install(addr).map_err(SidecarError::Startup)?;
         }
-        let runtime = RuntimeClient::new(channel(&cfg.runtime_mgmt)?);
+        let runtime: Arc<dyn crate::runtime::Runtime> =
+            Arc::new(RuntimeClient::new(channel(&cfg.runtime_mgmt)?));
         tracing::info!(runtime = %cfg.runtime_mgmt, "waiting for the runtime (runtimeStatus)");
-        let info = runtime
-            .bootstrap(cfg.runtime_poll.0, cfg.runtime_poll.1)
+        let info = crate::runtime::bootstrap(&*runtime, cfg.runtime_poll.0, cfg.runtime_poll.1)
             .await
             .map_err(|e| SidecarError::Startup(format!("runtime start-up failed: {e}")))?;
         tracing::info!(capacity = info.capacity_bytes, version = %info.version, loads = info.max_loading_concurrency, "runtime ready");
@@ -267,7 +259,7 @@ impl Sidecar {
         .await
         .map_err(|e| SidecarError::Startup(format!("cannot start the mesh: {e}")))?;
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let incarnation = crate::local::now_ms();
+        let incarnation = crate::clock::now_ms();
         let publisher = crate::instance::spawn_publisher(
             store_for_instances,
             &instance_layout,

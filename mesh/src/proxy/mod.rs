@@ -22,11 +22,12 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 mod request;
-use request::runtime_headers;
-pub use request::{
-    HOP, Hop, KNOWN_SIZE, NOT_HERE, ROOM_ONLY, Target, connection_lost, find_target, known_size,
-    model_vanished, parse_timeout, refuse_hop_metadata, room,
+pub use crate::hop::{
+    HOP, Hop, KNOWN_SIZE, NOT_HERE, ROOM_ONLY, known_size, refuse_hop_metadata, room,
 };
+pub use crate::runtime::errors::{connection_lost, model_vanished};
+use request::runtime_headers;
+pub use request::{Target, find_target, parse_timeout};
 
 /// Routes inference requests for one mesh.
 pub struct Router {
@@ -209,7 +210,7 @@ impl Router {
     /// Counts a request; returns how many copies to add now: none unless the model is busy
     /// enough per copy and no scale-up of it started in the last window.
     fn note_request(&self, id: &str, rec: &ModelRecord, copies: usize, pods: usize) -> usize {
-        let now = crate::local::now_ms();
+        let now = crate::clock::now_ms();
         let mut m = self.scaling.lock().unwrap_or_else(|e| e.into_inner());
         let w = m.entry(id.to_string()).or_default();
         if now.saturating_sub(w.start_ms) > RATE_WINDOW_MS {
@@ -405,7 +406,7 @@ impl Router {
                 tried_loads: &tried_loads,
                 balanced,
                 tie,
-                now_ms: crate::local::now_ms(),
+                now_ms: crate::clock::now_ms(),
                 failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
             };
             if view.recent_failures() >= crate::routing::FAIL_FAST_FAILURES {

@@ -1,93 +1,13 @@
-//! What an inference request asks for and carries: how it reached this pod, which model or
-//! vmodel it names (headers or a request field), its deadline, the headers the runtime gets,
-//! and how to read a runtime's or peer's failure.
+//! What an inference request names and carries: which model or vmodel (headers or a request
+//! field), its deadline, and the headers the runtime gets.
 
 use crate::dataplane::DataplaneConfig;
 use crate::idpath;
 use std::str::FromStr;
 use std::time::Duration;
+use tonic::Status;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
-use tonic::{Code, Status};
 
-/// How a request reached this pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hop {
-    /// From a client (port 8033 / REST): route across the cluster.
-    External,
-    /// From a peer: serve only if the model is loaded here.
-    HitOnly,
-    /// From a peer: load the model here if needed, then serve.
-    LoadHere,
-}
-
-impl Hop {
-    /// The hop a peer asked for in the `mm-hop` header (internal port only); no header is a
-    /// request routed as from a client, any other value is refused.
-    pub fn from_header(md: &MetadataMap) -> Result<Hop, Status> {
-        let Some(v) = md.get(HOP) else {
-            return Ok(Hop::External);
-        };
-        match v.to_str() {
-            Ok("hit") => Ok(Hop::HitOnly),
-            Ok("load") => Ok(Hop::LoadHere),
-            _ => Err(Status::invalid_argument(format!(
-                "{HOP} must be 'hit' or 'load', not {v:?}"
-            ))),
-        }
-    }
-}
-
-/// Header carrying the hop instruction between pods (honoured only on the internal port).
-pub const HOP: &str = "mm-hop";
-/// Header with the real size (bytes) of the model a `load` hop asks for, when the sender knows
-/// it (it held a copy), so the receiver admits it at its true size.
-pub const KNOWN_SIZE: &str = "mm-known-size";
-
-/// The known size a peer sent, if any; a value that is not a byte count is refused.
-pub fn known_size(md: &MetadataMap) -> Result<Option<u64>, Status> {
-    let Some(v) = md.get(KNOWN_SIZE) else {
-        return Ok(None);
-    };
-    v.to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Status::invalid_argument(format!("{KNOWN_SIZE} must be a byte count, not {v:?}"))
-        })
-}
-
-/// The room a `load` hop may take (`mm-room-only: free`, or none: it may evict).
-pub fn room(md: &MetadataMap) -> Result<crate::local::Room, Status> {
-    match md.get(ROOM_ONLY).map(|v| v.to_str()) {
-        None => Ok(crate::local::Room::MayEvict),
-        Some(Ok("free")) => Ok(crate::local::Room::FreeOnly),
-        Some(_) => Err(Status::invalid_argument(format!(
-            "{ROOM_ONLY} must be 'free' when present"
-        ))),
-    }
-}
-
-/// Refuses the metadata that steers hops between pods (`mm-hop`, `mm-known-size`, `mm-room-only`) on a request
-/// from a client: only a peer on the internal port may send it, so a client cannot make a pod
-/// skip routing or admit a model at a size it made up.
-pub fn refuse_hop_metadata(md: &MetadataMap) -> Result<(), Status> {
-    for name in [HOP, KNOWN_SIZE, ROOM_ONLY] {
-        if md.get(name).is_some() {
-            return Err(Status::invalid_argument(format!(
-                "request metadata {name} is reserved for hops between mesh pods and is not accepted from clients; remove it"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Header on a `load` hop asking the receiver to take the copy only into free room (value
-/// `free`): the copy is moving away from a pod that evicted it.
-pub const ROOM_ONLY: &str = "mm-room-only";
-
-/// Metadata marking "model not loaded here" answers to hit-only hops.
-pub const NOT_HERE: &str = "mm-not-here";
 /// Which id a request named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -229,31 +149,12 @@ pub(super) fn runtime_headers(md: &MetadataMap, model_id: &str) -> MetadataMap {
     out
 }
 
-/// Whether a call failed because the connection to the other side broke mid-call (the server
-/// crashed or went away): such answers carry no gRPC status of their own.
-pub fn connection_lost(s: &Status) -> bool {
-    let m = s.message();
-    (s.code() == Code::Unknown
-        && (m.contains("transport error") || m.contains("h2 protocol error")))
-        || (s.code() == Code::Cancelled && m == "operation was canceled")
-}
-
-/// Whether a runtime error means it no longer has the model (Triton's and MLServer's forms too).
-pub fn model_vanished(s: &Status) -> bool {
-    let m = s.message();
-    match s.code() {
-        Code::NotFound => true,
-        Code::Unavailable => m.contains("Request for unknown model"),
-        Code::InvalidArgument => m.starts_with("Model ") && m.contains("not found"),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use modelmesh_proto::inference::ModelInferRequest;
     use prost::Message;
+    use tonic::Code;
 
     fn md(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
         let mut m = MetadataMap::new();
@@ -269,37 +170,6 @@ mod tests {
         assert_eq!(parse_timeout("1ϒ"), None);
         assert_eq!(parse_timeout(""), None);
         assert_eq!(parse_timeout("15m"), Some(Duration::from_millis(15)));
-    }
-
-    #[test]
-    fn clients_cannot_send_hop_metadata() {
-        assert!(refuse_hop_metadata(&md(&[("mm-model-id", "m")])).is_ok());
-        for (k, v) in [("mm-hop", "load"), ("mm-known-size", "1")] {
-            let e = refuse_hop_metadata(&md(&[(k, v)])).unwrap_err();
-            assert_eq!(e.code(), Code::InvalidArgument);
-            assert!(e.message().contains(k), "{}", e.message());
-        }
-    }
-
-    #[test]
-    fn known_size_is_read_only_when_it_is_a_number() {
-        assert_eq!(
-            known_size(&md(&[(KNOWN_SIZE, "39508")])).ok(),
-            Some(Some(39508))
-        );
-        for bad in ["big", "-1"] {
-            let e = known_size(&md(&[(KNOWN_SIZE, bad)])).unwrap_err();
-            assert_eq!(e.code(), Code::InvalidArgument);
-            assert!(e.message().contains(KNOWN_SIZE), "{}", e.message());
-        }
-        assert_eq!(known_size(&md(&[])).ok(), Some(None));
-        assert_eq!(
-            Hop::from_header(&md(&[(HOP, "hit")])).ok(),
-            Some(Hop::HitOnly)
-        );
-        assert_eq!(Hop::from_header(&md(&[])).ok(), Some(Hop::External));
-        let e = Hop::from_header(&md(&[(HOP, "jump")])).unwrap_err();
-        assert!(e.message().contains("'hit' or 'load'"), "{}", e.message());
     }
 
     #[test]
@@ -367,10 +237,5 @@ mod tests {
         assert_eq!(out.get("mm-model-id").unwrap(), "m-1");
         assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_timeout("x"), None);
-        assert!(model_vanished(&Status::not_found("x")));
-        assert!(model_vanished(&Status::unavailable(
-            "Request for unknown model: 'a' is not found"
-        )));
-        assert!(!model_vanished(&Status::internal("x")));
     }
 }

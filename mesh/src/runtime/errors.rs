@@ -1,0 +1,98 @@
+//! How to read a runtime's (or a peer's) failure where its gRPC code alone does not say: a
+//! call whose connection broke carries no status of its own, and Triton and MLServer report a
+//! model they no longer hold in words. Every such text is read here and nowhere else.
+
+use crate::error::MeshError;
+use tonic::{Code, Status};
+
+/// Whether a call failed because the connection to the other side broke mid-call (the server
+/// crashed or went away): such answers carry no gRPC status of their own.
+pub fn connection_lost(s: &Status) -> bool {
+    let m = s.message();
+    (s.code() == Code::Unknown
+        && (m.contains("transport error") || m.contains("h2 protocol error")))
+        || (s.code() == Code::Cancelled && m == "operation was canceled")
+}
+
+/// Whether a runtime error means it no longer has the model (Triton's and MLServer's forms too).
+pub fn model_vanished(s: &Status) -> bool {
+    let m = s.message();
+    match s.code() {
+        Code::NotFound => true,
+        Code::Unavailable => m.contains("Request for unknown model"),
+        Code::InvalidArgument => m.starts_with("Model ") && m.contains("not found"),
+        _ => false,
+    }
+}
+
+/// A failed SPI call as the mesh's error: a lost connection or UNAVAILABLE is the runtime being
+/// down (retryable elsewhere), anything else the runtime's own answer.
+pub fn runtime_err(what: &str, id: &str, s: tonic::Status) -> MeshError {
+    // A runtime that died mid-call shows as a transport error with no status of its own.
+    let lost = connection_lost(&s);
+    match s.code() {
+        _ if lost => MeshError::Unavailable(format!(
+            "runtime connection lost during {what} of {id}: {}",
+            s.message()
+        )),
+        Code::Unavailable => MeshError::Unavailable(format!(
+            "runtime unavailable during {what} of {id}: {}",
+            s.message()
+        )),
+        c => MeshError::Runtime(c, format!("{what} of {id} failed: {}", s.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_model_in_each_runtimes_words() {
+        // modelmesh runtime
+        assert!(model_vanished(&Status::not_found(
+            "Request for unknown model: 'm-1' is not found"
+        )));
+        // Triton 2.x (UNAVAILABLE, "has no available versions" / "is not found")
+        assert!(model_vanished(&Status::unavailable(
+            "Request for unknown model: 'm-1' has no available versions"
+        )));
+        assert!(model_vanished(&Status::unavailable(
+            "Request for unknown model: 'm-1' is not found"
+        )));
+        // MLServer (INVALID_ARGUMENT "Model m-1 with version  not found")
+        assert!(model_vanished(&Status::invalid_argument(
+            "Model m-1 with version  not found"
+        )));
+        // Not a lost model: the runtime is down, or the request is wrong.
+        assert!(!model_vanished(&Status::unavailable("connection refused")));
+        assert!(!model_vanished(&Status::invalid_argument(
+            "unexpected inference input 'x' for model 'm-1'"
+        )));
+        assert!(!model_vanished(&Status::internal("x")));
+    }
+
+    #[test]
+    fn a_broken_connection_is_recognised() {
+        assert!(connection_lost(&Status::unknown(
+            "transport error: connection reset"
+        )));
+        assert!(connection_lost(&Status::unknown(
+            "h2 protocol error: error reading a body from connection"
+        )));
+        assert!(connection_lost(&Status::cancelled(
+            "operation was canceled"
+        )));
+        assert!(!connection_lost(&Status::cancelled("the client went away")));
+        assert!(!connection_lost(&Status::unknown(
+            "model raised an exception"
+        )));
+        let e = runtime_err("load", "m", Status::unknown("transport error: eof"));
+        assert!(matches!(e, MeshError::Unavailable(_)), "{e}");
+        let e = runtime_err("load", "m", Status::invalid_argument("bad model"));
+        assert!(
+            matches!(e, MeshError::Runtime(Code::InvalidArgument, _)),
+            "{e}"
+        );
+    }
+}
