@@ -351,7 +351,7 @@ async fn a_registration_cannot_redirect_storage() {
             "storage_params.root",
         ),
         (
-            serde_json::json!({"storage_params": {"type": "http", "url": target}}),
+            serde_json::json!({"storage_key": "s3", "storage_params": {"type": "http", "url": target}}),
             "storage_params.type",
         ),
         (
@@ -387,6 +387,22 @@ async fn a_registration_cannot_redirect_storage() {
         "a refused registration reached the server: {}",
         p.log_text()
     );
+    // Public storage (no storage entry: an InferenceService's https:// URI) may name its URL,
+    // but not one on loopback, link-local or metadata addresses.
+    let strict = Puller::new(
+        dir.path().join("models"),
+        &cfg,
+        dir.path().join("none"),
+        StoragePolicy::default(),
+    );
+    let public = ModelKey::parse(
+        &serde_json::json!({"storage_params": {"type": "http", "url": target}}).to_string(),
+    )
+    .expect("key");
+    let e = strict.pull("z", "passwd", &public).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("loopback"), "{e}");
+    assert!(!p.log_text().contains("passwd"), "{}", p.log_text());
     // The secret's own local entry is refused where the operator did not allow local storage.
     secret("disk", serde_json::json!({"type": "local", "root": "/etc"}));
     let strict = Puller::new(

@@ -45,6 +45,8 @@ pub trait MeshApi: Send + Sync + 'static {
 pub struct GrpcMesh {
     service: String,
     port: u16,
+    /// The port to fall back to while pods from before the management port roll out.
+    fallback_port: Option<u16>,
     fixed: Option<String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
@@ -55,16 +57,24 @@ impl GrpcMesh {
         GrpcMesh {
             service: service.to_string(),
             port,
+            fallback_port: None,
             fixed,
             channels: Default::default(),
         }
     }
 
-    fn client(&self, namespace: &str) -> Result<ModelMeshClient<Channel>, Status> {
+    /// Falls back to `port` when nothing answers on the first one.
+    pub fn with_fallback_port(mut self, port: u16) -> Self {
+        self.fallback_port = Some(port).filter(|p| *p != self.port);
+        self
+    }
+
+    /// A client of the mesh Service of `namespace` on `port` (or the fixed endpoint).
+    fn client_on(&self, namespace: &str, port: u16) -> Result<ModelMeshClient<Channel>, Status> {
         let url = match &self.fixed {
             Some(f) if f.contains("://") => f.clone(),
             Some(f) => format!("http://{f}"),
-            None => format!("http://{}.{namespace}:{}", self.service, self.port),
+            None => format!("http://{}.{namespace}:{port}", self.service),
         };
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let ch = match channels.get(&url) {
@@ -81,6 +91,22 @@ impl GrpcMesh {
         };
         Ok(ModelMeshClient::new(ch))
     }
+
+    /// Calls `f` on the management port; if no pod answers there (pods rendered before it
+    /// existed are still running during an upgrade), once more on the inference port.
+    async fn call<T, F, Fut>(&self, namespace: &str, f: F) -> Result<T, Status>
+    where
+        F: Fn(ModelMeshClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let first = f(self.client_on(namespace, self.port)?).await;
+        match (first, self.fallback_port) {
+            (Err(s), Some(p)) if s.code() == tonic::Code::Unavailable && self.fixed.is_none() => {
+                f(self.client_on(namespace, p)?).await
+            }
+            (r, _) => r,
+        }
+    }
 }
 
 impl MeshApi for GrpcMesh {
@@ -89,7 +115,11 @@ impl MeshApi for GrpcMesh {
         namespace: &str,
         req: SetVModelRequest,
     ) -> Result<VModelStatusInfo, Status> {
-        Ok(self.client(namespace)?.set_v_model(req).await?.into_inner())
+        self.call(namespace, |mut c| {
+            let req = req.clone();
+            async move { Ok(c.set_v_model(req).await?.into_inner()) }
+        })
+        .await
     }
 
     async fn delete_vmodel(
@@ -98,13 +128,15 @@ impl MeshApi for GrpcMesh {
         vmodel: &str,
         owner: &str,
     ) -> Result<(), Status> {
-        self.client(namespace)?
-            .delete_v_model(DeleteVModelRequest {
+        self.call(namespace, |mut c| async move {
+            c.delete_v_model(DeleteVModelRequest {
                 v_model_id: vmodel.into(),
                 owner: owner.into(),
             })
             .await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn vmodel_status(
@@ -113,13 +145,14 @@ impl MeshApi for GrpcMesh {
         vmodel: &str,
         owner: &str,
     ) -> Result<VModelStatusInfo, Status> {
-        Ok(self
-            .client(namespace)?
-            .get_v_model_status(GetVModelStatusRequest {
+        self.call(namespace, |mut c| async move {
+            Ok(c.get_v_model_status(GetVModelStatusRequest {
                 v_model_id: vmodel.into(),
                 owner: owner.into(),
             })
             .await?
             .into_inner())
+        })
+        .await
     }
 }

@@ -133,7 +133,9 @@ pub async fn run(rc: RunConfig) -> Result<(), RunError> {
         &cfg.inference_service_name,
         mesh_port,
         rc.mesh_endpoint.clone().or(cfg.model_mesh_endpoint.clone()),
-    );
+    )
+    // Pods rendered before the management port (an upgrade rolling out) serve it on 8033.
+    .with_fallback_port(cfg.inference_service_port);
     let etcd_secret = std::env::var("ETCD_SECRET_NAME")
         .ok()
         .or(cfg.etcd_secret_name.clone())

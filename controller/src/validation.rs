@@ -32,6 +32,16 @@ pub struct RuntimePolicy {
     pub allow_host_path: bool,
 }
 
+/// Adapter settings a runtime's `builtInAdapter.env` may not set: they widen what storage the
+/// adapter reads or where (an operator's choice, not a runtime author's).
+const PROTECTED_ADAPTER_ENV: [&str; 5] = [
+    "MODELMESH_ALLOW_LOCAL_STORAGE",
+    "MODELMESH_STORAGE_ALLOW_LOOPBACK",
+    "PVC_MOUNTS_DIR",
+    "STORAGE_CONFIG_DIR",
+    "ROOT_MODEL_DIR",
+];
+
 /// Every problem with a runtime spec, each naming the field and the rule.
 pub fn validate(
     spec: &ServingRuntimeSpec,
@@ -52,10 +62,50 @@ pub fn validate(
             _ => {}
         }
     }
+    if let Some(a) = &spec.built_in_adapter {
+        for e in &a.env {
+            if PROTECTED_ADAPTER_ENV.contains(&e.name.as_str()) {
+                out.push(format!(
+                    "builtInAdapter.env {} is set by the controller only (it decides what storage the adapter may read)",
+                    e.name
+                ));
+            }
+        }
+    }
     for c in &spec.containers {
         let n = &c.name;
         if !policy.allow_privileged {
             let sc = c.security_context.as_ref();
+            let unconfined =
+                |p: Option<&str>| p.is_some_and(|t| t.eq_ignore_ascii_case("Unconfined"));
+            if sc
+                .and_then(|s| s.se_linux_options.as_ref())
+                .and_then(|o| o.type_.as_deref())
+                .is_some_and(|t| t == "spc_t")
+            {
+                out.push(format!(
+                    "container '{n}': securityContext.seLinuxOptions.type spc_t (unconfined) is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
+                ));
+            }
+            if unconfined(
+                sc.and_then(|s| s.seccomp_profile.as_ref())
+                    .map(|p| p.type_.as_str()),
+            ) || unconfined(
+                sc.and_then(|s| s.app_armor_profile.as_ref())
+                    .map(|p| p.type_.as_str()),
+            ) {
+                out.push(format!(
+                    "container '{n}': an Unconfined seccomp or AppArmor profile is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
+                ));
+            }
+            if sc
+                .and_then(|s| s.proc_mount.as_deref())
+                .is_some_and(|m| m == "Unmasked")
+            {
+                out.push(format!(
+                    "container '{n}': securityContext.procMount Unmasked is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
+                ));
+            }
             if sc.and_then(|s| s.privileged) == Some(true) {
                 out.push(format!(
                     "container '{n}': securityContext.privileged is not allowed (set allowPrivilegedRuntimes in model-serving-config to allow it)"
@@ -125,6 +175,19 @@ pub fn validate(
         }
     }
     for v in &spec.volumes {
+        // Runtime pods mount no service-account token; a projected one would bring it back.
+        let token = v.projected.as_ref().is_some_and(|p| {
+            p.sources
+                .iter()
+                .flatten()
+                .any(|s| s.service_account_token.is_some())
+        });
+        if token && !policy.allow_privileged {
+            out.push(format!(
+                "volume '{}': a projected service-account token is not allowed (runtime pods call no Kubernetes API; set allowPrivilegedRuntimes in model-serving-config to allow it)",
+                v.name
+            ));
+        }
         if v.host_path.is_some() && !policy.allow_host_path {
             out.push(format!(
                 "volume '{}': hostPath volumes are not allowed (set allowHostPathRuntimes in model-serving-config to allow them)",
@@ -324,6 +387,69 @@ mod tests {
                     ..named("triton")
                 }),
                 "hostPort",
+            ),
+            (
+                runtime(Container {
+                    security_context: Some(SecurityContext {
+                        se_linux_options: Some(k8s_openapi::api::core::v1::SELinuxOptions {
+                            type_: Some("spc_t".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..named("triton")
+                }),
+                "spc_t",
+            ),
+            (
+                runtime(Container {
+                    security_context: Some(SecurityContext {
+                        seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                            type_: "Unconfined".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..named("triton")
+                }),
+                "Unconfined",
+            ),
+            (
+                ServingRuntimeSpec {
+                    built_in_adapter: Some(BuiltInAdapter {
+                        server_type: Some("triton".into()),
+                        env: vec![k8s_openapi::api::core::v1::EnvVar {
+                            name: "MODELMESH_ALLOW_LOCAL_STORAGE".into(),
+                            value: Some("true".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    ..runtime(named("triton"))
+                },
+                "builtInAdapter.env MODELMESH_ALLOW_LOCAL_STORAGE",
+            ),
+            (
+                ServingRuntimeSpec {
+                    volumes: vec![Volume {
+                        name: "token".into(),
+                        projected: Some(k8s_openapi::api::core::v1::ProjectedVolumeSource {
+                            sources: Some(vec![k8s_openapi::api::core::v1::VolumeProjection {
+                                service_account_token: Some(
+                                    k8s_openapi::api::core::v1::ServiceAccountTokenProjection {
+                                        path: "token".into(),
+                                        ..Default::default()
+                                    },
+                                ),
+                                ..Default::default()
+                            }]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..runtime(named("triton"))
+                },
+                "projected service-account token",
             ),
             (
                 ServingRuntimeSpec {

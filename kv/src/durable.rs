@@ -99,8 +99,12 @@ pub struct Loaded {
 pub struct Durable {
     snapshot: PathBuf,
     log: PathBuf,
+    /// Bytes in the log (its length: every append is counted, compaction empties it).
     log_bytes: u64,
     snapshot_bytes: u64,
+    /// Set when a failed append could not be taken back: the log's end is unknown, so no
+    /// further write is accepted (a restart reopens and repairs it).
+    poisoned: Option<String>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> KvError {
@@ -130,6 +134,7 @@ impl Durable {
             snapshot,
             log_bytes: 0,
             snapshot_bytes: 0,
+            poisoned: None,
         };
         let mut loaded = Loaded {
             revision: 0,
@@ -222,6 +227,9 @@ impl Durable {
         let mut line = serde_json::to_vec(&rec)
             .map_err(|e| KvError::Other(format!("cannot encode a log record: {e}")))?;
         line.push(b'\n');
+        if let Some(why) = &self.poisoned {
+            return Err(KvError::Unavailable(why.clone()));
+        }
         let created = !self.log.exists();
         // Opened per write, so a log that disappears or cannot be written fails this write
         // instead of a handle writing into a file no one will read.
@@ -230,9 +238,21 @@ impl Durable {
             .append(true)
             .open(&self.log)
             .map_err(|e| io("open log", &self.log, e))?;
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| io("write log", &self.log, e))?;
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            // Part of the record may be on disk: cut the log back to where it ended, or the
+            // next record would be glued to this one (a damaged line), and a replay would
+            // apply a transaction that failed.
+            let cut = f.set_len(self.log_bytes).and_then(|()| f.sync_data());
+            if let Err(c) = cut {
+                let why = format!(
+                    "the KV log {} could not be repaired after a failed write ({c}); restart to recover",
+                    self.log.display()
+                );
+                tracing::error!(error = %why, "embedded store stops accepting writes");
+                self.poisoned = Some(why);
+            }
+            return Err(io("write log", &self.log, e));
+        }
         if created {
             sync_dir(&self.log)?;
         }
@@ -341,6 +361,31 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
         let e = d.append(1, [&kv("/a", "1", 1)], []).unwrap_err();
         assert!(matches!(e, KvError::Unavailable(_)), "{e}");
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_part_of_it_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let (mut d, _) = Durable::open(&path).unwrap();
+        d.append(1, [&kv("/a", "1", 1)], []).unwrap();
+        let good = std::fs::read(dir.path().join("s.log")).unwrap();
+        // As if the disk had taken half of a record before failing, then the log is cut back.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("s.log"))
+            .unwrap();
+        f.write_all(b"{\"rev\":2,\"put\":[{\"ke").unwrap();
+        drop(f);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("s.log"))
+            .and_then(|f| f.set_len(d.log_bytes))
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("s.log")).unwrap(), good);
+        d.append(2, [&kv("/b", "2", 2)], []).unwrap();
+        let (_, l) = Durable::open(&path).unwrap();
+        assert_eq!(l.keys.keys().collect::<Vec<_>>(), ["/a", "/b"]);
     }
 
     #[test]

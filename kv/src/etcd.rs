@@ -76,6 +76,9 @@ impl EtcdTls {
 /// Keys per page of a range read.
 const PAGE_KEYS: i64 = 1000;
 
+/// How often a paged read starts over because its revision was compacted, before it gives up.
+const MAX_RANGE_RESTARTS: u32 = 5;
+
 /// The largest response decoded (tonic's default is 4 MiB). A page that is still larger is
 /// read again in smaller pages.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -283,6 +286,7 @@ impl KvStore for EtcdStore {
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut limit = PAGE_KEYS;
+        let mut restarts = 0u32;
         let mut out = Vec::new();
         loop {
             let mut opts = ec::GetOptions::new()
@@ -300,12 +304,16 @@ impl KvStore for EtcdStore {
                     }
                     // The pinned revision was compacted between two pages: start over at the
                     // newest revision.
-                    RangeFailure::Compacted => {
+                    RangeFailure::Compacted if restarts < MAX_RANGE_RESTARTS => {
+                        restarts += 1;
                         tracing::info!(
                             prefix,
                             revision,
+                            restarts,
                             "revision compacted while paging; reading again"
                         );
+                        // Compaction that outpaces a read: give it a moment before starting over.
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(restarts))).await;
                         (start, revision, limit) = (prefix.as_bytes().to_vec(), 0, PAGE_KEYS);
                         out.clear();
                         continue;

@@ -202,12 +202,15 @@ pub struct LeaseKeeper {
     task: tokio::task::JoinHandle<()>,
     /// The lease kept alive.
     pub lease: LeaseId,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LeaseKeeper {
     /// Starts keeping `lease` (of `ttl_secs`) alive on `store`.
     pub fn start(store: std::sync::Arc<dyn KvStore>, lease: LeaseId, ttl_secs: i64) -> Self {
         let period = std::time::Duration::from_millis((ttl_secs.max(1) as u64 * 1000) / 3);
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = alive.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -215,6 +218,7 @@ impl LeaseKeeper {
                     Ok(()) => {}
                     Err(KvError::LeaseNotFound(_)) => {
                         tracing::warn!(lease, "lease expired; stopping keep-alive");
+                        flag.store(false, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
                     Err(e) => {
@@ -223,7 +227,13 @@ impl LeaseKeeper {
                 }
             }
         });
-        LeaseKeeper { task, lease }
+        LeaseKeeper { task, lease, alive }
+    }
+
+    /// Whether the lease is still alive (false once it expired: its keys are gone, and the
+    /// owner should take a new lease and write them again).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

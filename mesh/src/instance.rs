@@ -76,6 +76,10 @@ pub fn spawn_publisher(
         // What was last written, and when.
         let mut last: Option<(Vec<u8>, tokio::time::Instant)> = None;
         loop {
+            // An expired lease took the record with it: a new lease, and the record at once.
+            if keeper.as_ref().is_some_and(|k| !k.is_alive()) {
+                keeper = None;
+            }
             let lease = match &keeper {
                 Some(k) => k.lease,
                 None => match store.grant_lease(lease_ttl_secs).await {

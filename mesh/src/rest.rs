@@ -102,7 +102,7 @@ fn drain(body: axum::body::Body) {
 async fn read_body(
     body: axum::body::Body,
     headers: &HeaderMap,
-    limit: BodyLimit,
+    limit: usize,
 ) -> Result<Bytes, Response> {
     let size = headers
         .get(http::header::CONTENT_LENGTH)
@@ -115,7 +115,7 @@ async fn read_body(
                 crate::message_limit::REST_BODY_FACTOR
             ),
             size,
-            limit.0,
+            limit,
         );
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -124,11 +124,11 @@ async fn read_body(
             .into_response()
     };
     // Refused before a byte is kept when the client says how large it is.
-    if size.is_some_and(|n| n > limit.0 as u64) {
+    if size.is_some_and(|n| n > limit as u64) {
         drain(body);
         return Err(too_large());
     }
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit.0)).await {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
             Json(json!({ "error": format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()) })),
@@ -161,7 +161,7 @@ async fn infer(
     name: &str,
     version: &str,
     body: axum::body::Body,
-    limit: BodyLimit,
+    limit: &BodyLimit,
 ) -> Response {
     // Anything refused before the body is read: answered at once, the body thrown away.
     let refused = |s: Status, body: axum::body::Body| {
@@ -178,31 +178,47 @@ async fn infer(
     if let Err(s) = router.check_target(&md).await {
         return refused(s, body);
     }
-    let permit = match router.limits().enter_pod() {
-        Ok(p) => p,
-        Err(s) => return refused(s, body),
+    // Bodies being read hold their size of the pod's body budget (not its request permits:
+    // a slow sender must not lock out requests); a body over the budget's room waits nowhere.
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let kib = declared
+        .unwrap_or(limit.limit as u64)
+        .min(limit.limit as u64)
+        .div_ceil(1024)
+        .max(1);
+    let Ok(_budget) = limit
+        .budget
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+    else {
+        metrics::counter!("modelmesh_requests_refused", "limit" => "rest_bodies").increment(1);
+        return refused(
+            Status::resource_exhausted(format!(
+                "request bodies being read on this pod already take its REST body budget ({} MiB); retry later",
+                limit.budget_kib / 1024
+            )),
+            body,
+        );
     };
-    let body = match read_body(body, headers, limit).await {
+    let body = match read_body(body, headers, limit.limit).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let mut req = match kserve_json::request_from_json(name, version, &body) {
-        Ok(r) => r,
-        Err(e) => return error(Status::invalid_argument(e)),
-    };
+    let mut req =
+        match kserve_json::request_from_json_within(name, version, &body, limit.max_decoded) {
+            Ok(r) => r,
+            Err(e) => return error(Status::invalid_argument(e)),
+        };
     drop(body);
     // The id travels in headers; the runtime's id field is filled in by injection.
     req.model_name.clear();
     let encoded = Bytes::from(req.encode_to_vec());
     drop(req);
     match router
-        .unary_admitted(
-            INFER,
-            md,
-            encoded,
-            crate::proxy::Hop::External,
-            Some(permit),
-        )
+        .unary(INFER, md, encoded, crate::proxy::Hop::External)
         .await
     {
         Ok((_, bytes)) => match ModelInferResponse::decode(bytes.as_ref()) {
@@ -222,9 +238,18 @@ struct RestState {
     body_limit: BodyLimit,
 }
 
-/// The largest REST body, in bytes.
-#[derive(Clone, Copy)]
-struct BodyLimit(usize);
+/// What REST bodies may take.
+#[derive(Clone)]
+struct BodyLimit {
+    /// The largest body, in bytes.
+    limit: usize,
+    /// The most its tensors may take decoded (the gRPC message limit: the request must be
+    /// sent to the runtime as one message).
+    max_decoded: u64,
+    /// KiB of bodies being read at once on this pod.
+    budget: Arc<tokio::sync::Semaphore>,
+    budget_kib: usize,
+}
 
 impl FromRef<RestState> for Arc<Router> {
     fn from_ref(s: &RestState) -> Self {
@@ -234,7 +259,7 @@ impl FromRef<RestState> for Arc<Router> {
 
 impl FromRef<RestState> for BodyLimit {
     fn from_ref(s: &RestState) -> Self {
-        s.body_limit
+        s.body_limit.clone()
     }
 }
 
@@ -245,7 +270,7 @@ async fn model_infer(
     Path(name): Path<String>,
     body: axum::body::Body,
 ) -> Response {
-    infer(&r, &headers, &name, "", body, limit).await
+    infer(&r, &headers, &name, "", body, &limit).await
 }
 
 async fn model_infer_version(
@@ -255,7 +280,7 @@ async fn model_infer_version(
     Path((name, version)): Path<(String, String)>,
     body: axum::body::Body,
 ) -> Response {
-    infer(&r, &headers, &name, &version, body, limit).await
+    infer(&r, &headers, &name, &version, body, &limit).await
 }
 
 async fn model_metadata(
@@ -307,9 +332,40 @@ async fn model_ready(
     (code, Json(json!({ "name": name, "ready": loaded }))).into_response()
 }
 
+/// What REST bodies may take on this pod.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// The largest body, in bytes (larger: 413).
+    pub body_limit: usize,
+    /// The most a body's tensors may take decoded, in bytes.
+    pub max_decoded: u64,
+    /// KiB of bodies being read at once (more: 429).
+    pub budget_kib: usize,
+}
+
+impl BodyLimits {
+    /// Limits for a sidecar with gRPC message limit `max_message` and, if known, a container
+    /// memory limit: bodies of 4x the message limit but at most an eighth of the memory, and a
+    /// quarter of the memory for all bodies being read (16 bodies of the limit without one).
+    pub fn for_sidecar(max_message: usize, memory_limit: Option<u64>) -> Self {
+        let body_limit = crate::message_limit::rest_body_limit(max_message, memory_limit);
+        let budget = match memory_limit {
+            Some(m) => (m / 4).max(body_limit as u64),
+            None => (body_limit as u64).saturating_mul(16),
+        };
+        BodyLimits {
+            body_limit,
+            max_decoded: max_message as u64,
+            budget_kib: usize::try_from(budget / 1024)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        }
+    }
+}
+
 /// The REST router; `extra` routes (e.g. `modelmesh up`'s status page) are merged in. Bodies
-/// over `body_limit` bytes are answered 413.
-pub fn router(r: Arc<Router>, extra: Option<axum::Router>, body_limit: usize) -> axum::Router {
+/// over `limits.body_limit` bytes are answered 413.
+pub fn router(r: Arc<Router>, extra: Option<axum::Router>, limits: BodyLimits) -> axum::Router {
     let app = axum::Router::new()
         .route(
             "/v2/health/live",
@@ -328,7 +384,12 @@ pub fn router(r: Arc<Router>, extra: Option<axum::Router>, body_limit: usize) ->
         )
         .with_state(RestState {
             router: r,
-            body_limit: BodyLimit(body_limit),
+            body_limit: BodyLimit {
+                limit: limits.body_limit,
+                max_decoded: limits.max_decoded,
+                budget: Arc::new(tokio::sync::Semaphore::new(limits.budget_kib)),
+                budget_kib: limits.budget_kib,
+            },
         });
     let app = match extra {
         Some(e) => app.merge(e),

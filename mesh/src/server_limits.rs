@@ -11,8 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Concurrent HTTP/2 streams on one connection.
+/// Concurrent HTTP/2 streams on one gRPC connection (clients multiplex many calls on one).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Concurrent HTTP/2 streams on one REST connection (REST clients rarely multiplex).
+pub const MAX_REST_STREAMS_PER_CONNECTION: u32 = 100;
 /// HTTP/2 keepalive ping interval and how long to wait for its answer.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// See [`KEEPALIVE_INTERVAL`].
@@ -60,7 +62,7 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(MAX_REST_STREAMS_PER_CONNECTION)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)

@@ -155,7 +155,7 @@ pub struct Sidecar {
     management_on_grpc_port: bool,
     prestop: Option<tokio::net::TcpListener>,
     max_message: usize,
-    rest_body_limit: usize,
+    rest_limits: crate::rest::BodyLimits,
     tls: Option<crate::tls::TlsConfig>,
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
@@ -323,10 +323,7 @@ impl Sidecar {
             management_on_grpc_port: cfg.management_on_grpc_port,
             prestop,
             max_message: cfg.max_message,
-            rest_body_limit: crate::message_limit::rest_body_limit(
-                cfg.max_message,
-                cfg.memory_limit,
-            ),
+            rest_limits: crate::rest::BodyLimits::for_sidecar(cfg.max_message, cfg.memory_limit),
             tls: cfg.tls.clone(),
             shutdown_timeout: cfg.shutdown_timeout,
             ready: Arc::new(AtomicBool::new(true)),
@@ -369,7 +366,7 @@ impl Sidecar {
     ) -> Result<(), SidecarError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         if let Some(rest) = self.rest {
-            let app = crate::rest::router(self.router.clone(), extra_rest, self.rest_body_limit);
+            let app = crate::rest::router(self.router.clone(), extra_rest, self.rest_limits);
             let mut rrx = rx.clone();
             let acceptor = match &self.tls {
                 Some(t) => Some(

@@ -297,6 +297,9 @@ impl TlsConfig {
     }
 }
 
+/// TLS handshakes a REST listener runs (or holds finished) at once.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// A listener whose connections are TLS, for `axum::serve`: handshakes run in their own
 /// tasks (a slow or hostile client cannot hold up other connections) with a 10 s limit.
 pub struct TlsListener {
@@ -319,8 +322,14 @@ impl TlsListener {
     pub fn new(tcp: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
         let local = tcp.local_addr();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // Handshakes in progress or finished and not yet taken by the server: bounded, so a flood
+        // of connections waits in the kernel's backlog instead of holding descriptors here.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -333,6 +342,7 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let hs = tokio::time::timeout(
                         std::time::Duration::from_secs(10),
                         acceptor.accept(stream),
@@ -340,7 +350,15 @@ impl TlsListener {
                     .await;
                     match hs {
                         Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                            // The server takes it within the handshake limit, or it is closed.
+                            let sent = tokio::time::timeout(
+                                std::time::Duration::from_secs(10),
+                                tx.send((tls, peer)),
+                            )
+                            .await;
+                            if sent.is_err() {
+                                tracing::debug!(%peer, "REST connection not taken in time; closed");
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "REST TLS handshake failed")

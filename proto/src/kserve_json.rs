@@ -69,6 +69,19 @@ impl Dt {
     }
 }
 
+impl Dt {
+    /// Bytes one element takes once decoded (a BYTES element: its vector's header; its
+    /// content is counted as it is read).
+    fn element_bytes(self) -> u64 {
+        match self {
+            Dt::Bool => 1,
+            Dt::Int32 | Dt::Uint32 | Dt::Fp32 => 4,
+            Dt::Int64 | Dt::Uint64 | Dt::Fp64 => 8,
+            Dt::Bytes => std::mem::size_of::<Vec<u8>>() as u64,
+        }
+    }
+}
+
 /// Where one tensor's values go: nested arrays are flattened as they are read.
 struct Fill<'c> {
     dt: Dt,
@@ -77,6 +90,9 @@ struct Fill<'c> {
     count: &'c mut u64,
     /// The element count the shape needs; more is refused as soon as it is seen.
     need: u64,
+    /// Decoded bytes so far (all inputs of the request), and the most allowed.
+    decoded: &'c mut u64,
+    max_decoded: u64,
 }
 
 impl Fill<'_> {
@@ -87,7 +103,21 @@ impl Fill<'_> {
             out: self.out,
             count: self.count,
             need: self.need,
+            decoded: self.decoded,
+            max_decoded: self.max_decoded,
         }
+    }
+
+    /// Counts `bytes` more decoded, refusing the request past its limit.
+    fn spend<E: de::Error>(&mut self, bytes: u64) -> Result<(), E> {
+        *self.decoded += bytes;
+        if *self.decoded > self.max_decoded {
+            return Err(E::custom(format_args!(
+                "the decoded tensors take more than the request limit of {} bytes",
+                self.max_decoded
+            )));
+        }
+        Ok(())
     }
 
     fn bad<E: de::Error>(&self, what: fmt::Arguments<'_>) -> E {
@@ -195,6 +225,7 @@ impl<'de> Visitor<'de> for Fill<'_> {
             return Err(self.bad(format_args!("{v:?}")));
         }
         self.counted()?;
+        self.spend(v.len() as u64 + self.dt.element_bytes())?;
         self.out.bytes_contents.push(v.as_bytes().to_vec());
         Ok(())
     }
@@ -208,7 +239,11 @@ impl<'de> Visitor<'de> for Fill<'_> {
     }
 }
 
-fn contents(input: &JsonInput<'_>) -> Result<InferTensorContents, String> {
+fn contents(
+    input: &JsonInput<'_>,
+    decoded: &mut u64,
+    max_decoded: u64,
+) -> Result<InferTensorContents, String> {
     // Checked: found by fuzzing, a huge shape overflowed the product (a panic in debug builds,
     // a wrong element count in release ones).
     let Some(need) = input.shape.iter().try_fold(1i64, |a, d| a.checked_mul(*d)) else {
@@ -229,15 +264,41 @@ fn contents(input: &JsonInput<'_>) -> Result<InferTensorContents, String> {
             input.name, input.datatype
         )
     })?;
-    let mut c = InferTensorContents::default();
-    let mut count = 0u64;
     let need = u64::try_from(need).unwrap_or(0);
+    // Fixed-size elements: the whole tensor is known before one is read.
+    if dt != Dt::Bytes {
+        let bytes = need.saturating_mul(dt.element_bytes());
+        if decoded.saturating_add(bytes) > max_decoded {
+            return Err(format!(
+                "input '{}': shape {:?} of {} takes {bytes} bytes decoded, more than the request limit of {max_decoded} bytes",
+                input.name, input.shape, input.datatype
+            ));
+        }
+        *decoded += bytes;
+    }
+    let mut c = InferTensorContents::default();
+    // Exact room, no doubling: the count is bounded by the check above (or, for BYTES, by
+    // the body that must hold at least two bytes per element).
+    let room = usize::try_from(need.min(input.data.get().len() as u64)).unwrap_or(0);
+    match dt {
+        Dt::Bool => c.bool_contents.reserve_exact(room),
+        Dt::Int32 => c.int_contents.reserve_exact(room),
+        Dt::Int64 => c.int64_contents.reserve_exact(room),
+        Dt::Uint32 => c.uint_contents.reserve_exact(room),
+        Dt::Uint64 => c.uint64_contents.reserve_exact(room),
+        Dt::Fp32 => c.fp32_contents.reserve_exact(room),
+        Dt::Fp64 => c.fp64_contents.reserve_exact(room),
+        Dt::Bytes => c.bytes_contents.reserve_exact(room / 2),
+    }
+    let mut count = 0u64;
     let fill = Fill {
         dt,
         datatype: &input.datatype,
         out: &mut c,
         count: &mut count,
         need,
+        decoded,
+        max_decoded,
     };
     let mut d = serde_json::Deserializer::from_str(input.data.get());
     fill.deserialize(&mut d)
@@ -257,11 +318,23 @@ pub fn request_from_json(
     version: &str,
     body: &[u8],
 ) -> Result<ModelInferRequest, String> {
+    request_from_json_within(model, version, body, u64::MAX)
+}
+
+/// [`request_from_json`], refusing a body whose tensors would take more than `max_decoded`
+/// bytes once decoded (a short JSON number or string can stand for many more bytes).
+pub fn request_from_json_within(
+    model: &str,
+    version: &str,
+    body: &[u8],
+    max_decoded: u64,
+) -> Result<ModelInferRequest, String> {
     let parsed: JsonInferRequest<'_> = serde_json::from_slice(body).map_err(|e| {
         format!(
             "request body is not a valid KServe v2 inference request: {e} (expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}})"
         )
     })?;
+    let mut decoded = 0u64;
     let inputs = parsed
         .inputs
         .iter()
@@ -270,7 +343,7 @@ pub fn request_from_json(
                 name: i.name.clone(),
                 datatype: i.datatype.clone(),
                 shape: i.shape.clone(),
-                contents: Some(contents(i)?),
+                contents: Some(contents(i, &mut decoded, max_decoded)?),
                 ..Default::default()
             })
         })
@@ -506,6 +579,23 @@ mod tests {
         let body = br#"{"inputs":[{"name":"b","datatype":"UINT32","shape":[90,7001242390990,702390,70401],"data":[7]}]}"#;
         let e = request_from_json("m", "", body).unwrap_err();
         assert!(e.contains("more elements than can be counted"), "{e}");
+    }
+
+    #[test]
+    fn decoded_tensors_are_bounded() {
+        // 8 bytes per element for each 2 bytes of "0,": refused before it is filled.
+        let body =
+            br#"{"inputs":[{"name":"x","shape":[100],"datatype":"INT64","data":[0,0,0,0]}]}"#;
+        let e = request_from_json_within("m", "", body, 799).unwrap_err();
+        assert!(
+            e.contains("more than the request limit of 799 bytes"),
+            "{e}"
+        );
+        // BYTES: every element's vector counts.
+        let body = br#"{"inputs":[{"name":"b","shape":[40],"datatype":"BYTES","data":["","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","","",""]}]}"#;
+        let e = request_from_json_within("m", "", body, 500).unwrap_err();
+        assert!(e.contains("request limit"), "{e}");
+        assert!(request_from_json_within("m", "", body, 10_000).is_ok());
     }
 
     #[test]

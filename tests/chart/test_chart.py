@@ -298,11 +298,15 @@ def test_network_policies_keep_etcd_to_the_mesh_and_the_controller():
     assert etcd["policyTypes"] == ["Ingress"]
     rules = {r["ports"][0]["port"]: r["from"] for r in etcd["ingress"]}
     assert set(rules) == {2379, 2380}
-    # Clients: pods of a mesh (any served namespace) and the controller; nothing else.
+    # Clients: pods of a mesh in this namespace or a served one (labelled), and the controller;
+    # never every namespace.
     clients = rules[2379]
-    assert {"key": "modelmesh-service", "operator": "Exists"} in clients[0]["podSelector"]["matchExpressions"]
-    assert clients[1]["podSelector"]["matchLabels"] == {"control-plane": "modelmesh-controller"}
-    assert len(clients) == 2
+    mesh_pods = {"matchExpressions": [{"key": "modelmesh-service", "operator": "Exists"}]}
+    assert clients[0] == {"podSelector": mesh_pods}
+    assert clients[1] == {"namespaceSelector": {"matchLabels": {"modelmesh-enabled": "true"}}, "podSelector": mesh_pods}
+    assert clients[2] == {"podSelector": {"matchLabels": {"control-plane": "modelmesh-controller"}}}
+    assert len(clients) == 3
+    assert all(c.get("namespaceSelector") != {} for c in clients)
     # Peers: members only.
     assert rules[2380] == [{"podSelector": {"matchLabels": etcd["podSelector"]["matchLabels"]}}]
     # The runtime pods' policy is the controller's, switched on in its config with the

@@ -4,7 +4,8 @@
 //! unspecified and multicast addresses are refused unless the operator allows them
 //! (`MODELMESH_STORAGE_ALLOW_LOOPBACK`, for tests and single-machine setups). The host is
 //! resolved once and the connection pinned to the checked addresses, so DNS cannot answer
-//! differently the second time; redirects are followed only on the same origin.
+//! differently the second time (and never through a proxy from the environment, which would
+//! resolve it again); redirects are followed only on the same origin.
 
 use crate::error::AdapterError;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -15,11 +16,22 @@ const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0
 
 /// Why an address may not be fetched from, or None if it may.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
+    // IPv4 carried in IPv6 (mapped ::ffff:a.b.c.d, and NAT64 64:ff9b::a.b.c.d, which a NAT64
+    // gateway turns back into the IPv4 address) is judged as that IPv4 address.
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        IpAddr::V6(v6) => match v6.segments() {
+            [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => IpAddr::V4(std::net::Ipv4Addr::from(
+                (u32::from(hi) << 16) | u32::from(lo),
+            )),
+            _ => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        },
         v4 => v4,
     };
     match ip {
+        // "This network" (0.0.0.0/8) reaches the host itself on Linux.
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("not a unicast address"),
+        // Alibaba Cloud's metadata service.
+        IpAddr::V4(v4) if v4.octets() == [100, 100, 100, 200] => Some("a cloud metadata address"),
         IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
         IpAddr::V4(v4) if v4.is_link_local() => {
             Some("a link-local address (where cloud metadata services answer)")
@@ -133,6 +145,10 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "0.1.2.3",
+            "100.100.100.200",
             "::",
         ] {
             let ip: IpAddr = bad.parse().unwrap();

@@ -30,6 +30,11 @@ fn origin(url: &str) -> Option<String> {
     })
 }
 
+/// Field the resolved config carries when a registration named its own `url` on the secret's
+/// origin: the secret URL's path, under which every fetched URL must stay (the http provider
+/// checks the joined URL, model path included).
+pub const URL_PATH_PREFIX: &str = "_url_path_prefix";
+
 /// Checks `params` against the secret's `entry` (empty when the model names no entry and there
 /// is no default) and returns the parameters to apply. Refused parameters are
 /// INVALID_ARGUMENT naming `storage_params.<field>`, before anything is fetched.
@@ -56,12 +61,14 @@ pub fn allowed(
                             &format!("the storage entry is of type '{have}'"),
                         ));
                     }
-                    // No entry: only a PVC needs no secret (its mounts are the controller's).
-                    (None, Some("pvc")) => {}
+                    // No entry: public storage (an InferenceService's `https://`, `s3://` or
+                    // `gs://` URI, or a PVC): no credentials are involved, and the http
+                    // provider's address checks still apply. Never a directory of the adapter.
+                    (None, Some("pvc" | "http" | "https" | "s3" | "gcs" | "gs" | "azure")) => {}
                     (None, _) => {
                         return Err(refused(
                             "type",
-                            "only 'pvc' may be chosen without a storage-config entry; name a storage key instead",
+                            "without a storage-config entry only pvc, http, s3, gcs or azure (public storage) may be chosen; name a storage key instead",
                         ));
                     }
                 }
@@ -92,6 +99,8 @@ pub fn allowed(
                         origin(a).is_some() && origin(a) == origin(b)
                     }
                     (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    // Public storage (no entry, so no credentials): its own URL or account.
+                    (None, Some(_)) => entry.is_empty() && top != "endpoint_url",
                     _ => false,
                 };
                 if !same {
@@ -101,6 +110,12 @@ pub fn allowed(
                     ));
                 }
                 if top == "url" {
+                    if let Some(base) = mine.and_then(|u| reqwest::Url::parse(u).ok()) {
+                        let prefix = base.path().trim_end_matches('/').to_string();
+                        if !prefix.is_empty() {
+                            out.insert(URL_PATH_PREFIX.into(), Value::String(prefix));
+                        }
+                    }
                     out.insert(field, value);
                 }
             }
@@ -115,6 +130,9 @@ pub fn allowed(
                     "headers",
                     "headers come from the storage-config secret only",
                 ));
+            }
+            _ if field == URL_PATH_PREFIX => {
+                return Err(refused(&field, "it is set by the adapter only"));
             }
             _ => {
                 return Err(refused(
@@ -161,6 +179,15 @@ mod tests {
             .is_ok()
         );
         assert!(check(json!({}), json!({"type": "pvc", "name": "models-pvc"})).is_ok());
+        // Public storage named by an InferenceService's URI, with no storage entry at all.
+        assert!(
+            check(
+                json!({}),
+                json!({"type": "http", "url": "https://huggingface.example/org"})
+            )
+            .is_ok()
+        );
+        assert!(check(json!({}), json!({"type": "s3", "bucket": "public"})).is_ok());
         assert!(check(json!({"type": "pvc", "name": "a"}), json!({"name": "b"})).is_ok());
         assert!(
             check(
@@ -204,8 +231,9 @@ mod tests {
             ),
             (json!({}), json!({"type": "local"}), "storage_params.type"),
             // Any URL, loopback or the cloud metadata service.
+            // Public storage may name its URL, but a secret's entry is not to be left.
             (
-                json!({}),
+                json!({"type": "s3", "bucket": "b"}),
                 json!({"type": "http", "url": "http://127.0.0.1:9000"}),
                 "storage_params.type",
             ),

@@ -254,13 +254,24 @@ async fn fetch_http(
     allow_loopback: bool,
 ) -> Result<(), AdapterError> {
     let base = cfg.require("url")?;
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|e| AdapterError::invalid(format!("http storage url is not a URL: {e}")))?;
+    // The model path goes onto the URL's path; a query (a signed URL's token) stays a query.
     let joined = format!(
         "{}/{}",
-        base.trim_end_matches('/'),
+        url.path().trim_end_matches('/'),
         remote.to_string_lossy().replace('\\', "/")
     );
-    let url = reqwest::Url::parse(&joined)
-        .map_err(|e| AdapterError::invalid(format!("http storage url is not a URL: {e}")))?;
+    url.set_path(&joined);
+    if let Some(prefix) = cfg.str(super::overrides::URL_PATH_PREFIX)
+        && url.path() != prefix
+        && !url.path().starts_with(&format!("{prefix}/"))
+    {
+        return Err(AdapterError::invalid(format!(
+            "storage_params.url: the model must be under the storage entry's URL path {prefix}, not {}",
+            http_guard::redact(&url)
+        )));
+    }
     let shown = http_guard::redact(&url);
     let addrs = http_guard::checked_addrs(&url, allow_loopback).await?;
     let mut headers = reqwest::header::HeaderMap::new();
@@ -285,7 +296,9 @@ async fn fetch_http(
     let mut client = reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(15 * 60))
-        .redirect(http_guard::same_origin_redirects(&url));
+        .redirect(http_guard::same_origin_redirects(&url))
+        // A proxy would resolve the host itself, past the checked addresses.
+        .no_proxy();
     // Connect only to the addresses that were checked (a second lookup could answer otherwise).
     if let Some(host) = url
         .host_str()

@@ -24,6 +24,8 @@ const AGE_LOAD_NOW_MS: u64 = 3_600_000;
 const AGE_DEFAULT_MS: u64 = 6 * 3_600_000;
 /// Longest a sync setVModel waits for its transition.
 const SYNC_TRANSITION_WAIT: Duration = Duration::from_secs(240);
+/// Reads from the store on a miss of the local copy, at once, per pod.
+const STRONG_READS: usize = 32;
 /// How often vmodels still in transition are retried.
 const TRANSITION_SWEEP: Duration = Duration::from_secs(30);
 
@@ -47,6 +49,8 @@ pub struct Mesh {
     pub leader: Arc<std::sync::atomic::AtomicBool>,
     /// VModels whose transition task is running.
     pub(super) transitions: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Turns for reads from the store on misses of the local copies.
+    strong_reads: tokio::sync::Semaphore,
 }
 
 /// Removes a vmodel from the running-transitions set when its task ends.
@@ -172,6 +176,7 @@ impl Mesh {
             placement,
             default_owner,
             transitions: Default::default(),
+            strong_reads: tokio::sync::Semaphore::new(STRONG_READS),
             leader: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         });
         let mut changes = mesh.registry.subscribe();
@@ -251,8 +256,18 @@ impl Mesh {
     ) -> Result<Option<(ModelRecord, Revision)>, MeshError> {
         match self.registry.get(id) {
             Some(r) => Ok(Some(r)),
-            None => Ok(self.registry.get_strong(id).await?),
+            None => {
+                let _turn = self.strong_read_turn().await;
+                Ok(self.registry.get_strong(id).await?)
+            }
         }
+    }
+
+    /// A turn for a read from the store on a miss of the local copy: misses are what a client
+    /// sending made-up ids causes, and at most [`STRONG_READS`] of them reach the store at once
+    /// from one pod (the others wait their turn).
+    pub(super) async fn strong_read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.strong_reads.acquire().await.ok()
     }
 
     /// Whether a model is registered (the local copy, else the store).

@@ -43,6 +43,7 @@ impl Mesh {
             return Ok(vm.active);
         }
         // Not in the local copy (yet): a strong read, as upstream does.
+        let _turn = self.strong_read_turn().await;
         self.vmodels
             .get_strong(vmodel)
             .await?

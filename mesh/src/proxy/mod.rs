@@ -101,7 +101,7 @@ impl Router {
         body: Bytes,
         hop: Hop,
     ) -> Result<(MetadataMap, Bytes), Status> {
-        self.unary_admitted(method, md, body, hop, None).await
+        self.unary_counted(method, md, body, hop).await
     }
 
     /// Resolves the model a request names in its headers and checks it is registered, so that
@@ -114,22 +114,17 @@ impl Router {
         Ok(id)
     }
 
-    /// As [`Router::unary`], for a caller already holding this pod's permit (REST takes it
-    /// before it reads the body, so bodies being read count against the pod's limit).
-    pub async fn unary_admitted(
+    /// Routes one unary call, counting it against this pod's in-flight limit and in the
+    /// request metrics.
+    async fn unary_counted(
         &self,
         method: &str,
         md: MetadataMap,
         body: Bytes,
         hop: Hop,
-        permit: Option<crate::limits::PodPermit>,
     ) -> Result<(MetadataMap, Bytes), Status> {
         let started = Instant::now();
-        let permit = match permit {
-            Some(p) => Ok(p),
-            None => self.limits.enter_pod(),
-        };
-        let result = match permit {
+        let result = match self.limits.enter_pod() {
             Ok(_permit) => self.unary_inner(method, &md, body, hop).await,
             Err(s) => Err(s),
         };

@@ -107,17 +107,44 @@ where
                 map.insert(id, (r, kv.mod_revision));
             }
         }
-        let old = std::mem::replace(&mut *write(cache), map);
+        // Merged, not replaced: a record this table wrote after the snapshot's revision (or
+        // created since) is newer than the snapshot and stays; only records at or before it
+        // that the snapshot lacks were deleted.
+        let mut deleted_ids = Vec::new();
+        let mut changed_ids = Vec::new();
+        {
+            let mut c = write(cache);
+            let old = std::mem::take(&mut *c);
+            let mut merged = map;
+            let mut old_revs: BTreeMap<String, Revision> = BTreeMap::new();
+            for (id, (r, orev)) in old {
+                old_revs.insert(id.clone(), orev);
+                match merged.get(&id) {
+                    Some((_, srev)) if *srev >= orev => {}
+                    Some(_) => {
+                        merged.insert(id, (r, orev));
+                    }
+                    None if orev > rev => {
+                        merged.insert(id, (r, orev));
+                    }
+                    None => deleted_ids.push(id),
+                }
+            }
+            for (id, (_, r)) in merged.iter() {
+                if old_revs.get(id) != Some(r) {
+                    changed_ids.push(id.clone());
+                }
+            }
+            *c = merged;
+        }
         if let Some(tx) = changes {
             let map = read(cache);
-            let (mut deleted, mut changed) = (0usize, 0usize);
-            for id in old.keys().filter(|id| !map.contains_key(*id)) {
-                deleted += 1;
-                let _ = tx.send(Change::Delete(id.clone()));
+            let (deleted, changed) = (deleted_ids.len(), changed_ids.len());
+            for id in deleted_ids {
+                let _ = tx.send(Change::Delete(id));
             }
-            for (id, (r, rev)) in map.iter() {
-                if old.get(id).is_none_or(|(_, old_rev)| old_rev != rev) {
-                    changed += 1;
+            for id in changed_ids {
+                if let Some((r, _)) = map.get(&id) {
                     let _ = tx.send(Change::Put(id.clone(), r.clone()));
                 }
             }
@@ -342,6 +369,47 @@ mod tests {
     use super::*;
     use crate::kv::memory::MemoryStore;
     use crate::registry::records::ModelRecord;
+
+    #[tokio::test]
+    async fn a_reload_merges_and_announces_only_real_changes() {
+        let store = MemoryStore::new();
+        let prefix = "/t/registry/";
+        let rec = serde_json::to_vec(&ModelRecord::default()).unwrap();
+        for id in ["a", "b"] {
+            store
+                .txn(
+                    vec![],
+                    vec![crate::kv::Op::Put {
+                        key: format!("{prefix}{id}"),
+                        value: rec.clone(),
+                        lease: 0,
+                    }],
+                )
+                .await
+                .unwrap();
+        }
+        // The cache before: `a` as stored (revision 1), `d` deleted since (revision 1, not in
+        // the store), `c` written by this table after the snapshot would be taken (revision 99).
+        let cache: Cache<ModelRecord> = Arc::default();
+        for (id, rev) in [("a", 1), ("c", 99), ("d", 1)] {
+            write(&cache).insert(id.to_string(), (ModelRecord::default(), rev));
+        }
+        let (tx, mut rx) = broadcast::channel(16);
+        Table::<ModelRecord>::reload(&store, prefix, &cache, Some(&tx))
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = read(&cache).keys().cloned().collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let mut changes = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            changes.push(match c {
+                Change::Put(id, _) => format!("put {id}"),
+                Change::Delete(id) => format!("delete {id}"),
+            });
+        }
+        assert_eq!(changes, ["delete d", "put b"]);
+    }
 
     #[tokio::test]
     async fn concurrent_updates_never_lose_a_write() {
