@@ -1,7 +1,7 @@
 //! The `mmesh.ModelMesh` management API.
 
+use crate::hop::Hop;
 use crate::mesh::Mesh;
-use crate::proxy::Hop;
 use modelmesh_proto::mmesh::{self as pb, model_mesh_server::ModelMesh};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -93,12 +93,12 @@ impl ModelMesh for MeshApi {
         r: Request<pb::EnsureLoadedRequest>,
     ) -> Result<Response<pb::ModelStatusInfo>, Status> {
         if !self.internal {
-            crate::proxy::refuse_hop_metadata(r.metadata())?;
+            crate::hop::refuse_hop_metadata(r.metadata())?;
         }
         let here = self.internal && Hop::from_header(r.metadata())? == Hop::LoadHere;
         let balanced = balanced(r.metadata());
-        let size = crate::proxy::known_size(r.metadata())?;
-        let room = crate::proxy::room(r.metadata())?;
+        let size = crate::hop::known_size(r.metadata())?;
+        let room = crate::hop::room(r.metadata())?;
         let r = r.into_inner();
         if let (true, Some(bytes)) = (here, size) {
             self.mesh.local.hint_size(&r.model_id, bytes);

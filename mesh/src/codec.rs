@@ -46,3 +46,39 @@ impl Codec for RawCodec {
         RawDecoder
     }
 }
+
+/// Raw bytes out, where an item may be an error: the codec for forwarding a client's stream.
+/// An `Err` item fails the outgoing body, so the other side sees its stream reset (never a
+/// clean end) when the client's stream broke.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamCodec;
+
+/// Encoder half of [`StreamCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamEncoder;
+
+impl Encoder for StreamEncoder {
+    type Item = Result<Bytes, Status>;
+    type Error = Status;
+    fn encode(
+        &mut self,
+        item: Result<Bytes, Status>,
+        dst: &mut EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        dst.put(item?);
+        Ok(())
+    }
+}
+
+impl Codec for StreamCodec {
+    type Encode = Result<Bytes, Status>;
+    type Decode = Bytes;
+    type Encoder = StreamEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> StreamEncoder {
+        StreamEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}

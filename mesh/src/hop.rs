@@ -1,6 +1,6 @@
 //! The hop protocol between the mesh's pods: a request forwarded to a peer's internal port
 //! carries `mm-hop` (serve only a copy loaded there, or load one there), optionally the model's
-//! real size and whether the copy may evict; an answer "not loaded here" is marked. Only the
+//! real size and whether the copy may evict; a failure's kind comes back in `mm-outcome`. Only the
 //! internal port honours these headers; clients may not send them.
 
 use tonic::Status;
@@ -30,6 +30,15 @@ impl Hop {
             _ => Err(Status::invalid_argument(format!(
                 "{HOP} must be 'hit' or 'load', not {v:?}"
             ))),
+        }
+    }
+
+    /// The `mm-hop` value that asks a peer for this hop (none for a client's request).
+    pub fn header_value(self) -> Option<&'static str> {
+        match self {
+            Hop::External => None,
+            Hop::HitOnly => Some("hit"),
+            Hop::LoadHere => Some("load"),
         }
     }
 }
@@ -83,8 +92,9 @@ pub fn refuse_hop_metadata(md: &MetadataMap) -> Result<(), Status> {
 /// `free`): the copy is moving away from a pod that evicted it.
 pub const ROOM_ONLY: &str = "mm-room-only";
 
-/// Metadata marking "model not loaded here" answers to hit-only hops.
-pub const NOT_HERE: &str = "mm-not-here";
+/// Metadata on a peer's failure naming its kind (`not-here`, `copy-full`, `load-failed`, ...;
+/// route/outcome.rs), so the sender fails over by type. Removed before a client sees a status.
+pub const OUTCOME: &str = "mm-outcome";
 
 #[cfg(test)]
 mod tests {

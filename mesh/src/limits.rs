@@ -39,9 +39,6 @@ pub fn admits(in_flight: usize, limit: usize) -> bool {
     limit == 0 || in_flight < limit
 }
 
-/// Marks a RESOURCE_EXHAUSTED status as a full local copy (so the router tries another copy).
-pub const COPY_FULL: &str = "mm-copy-full";
-
 /// Live counters for one pod.
 #[derive(Debug)]
 pub struct Limits {
@@ -63,15 +60,16 @@ impl Drop for PodPermit {
     }
 }
 
-/// One admitted request on a local copy; released on drop.
+/// One admitted request on a local copy; released on drop (owned, so a stream can hold it for
+/// its whole life).
 #[derive(Debug)]
-pub struct CopyPermit<'a> {
-    limits: &'a Limits,
+pub struct CopyPermit {
+    limits: Arc<Limits>,
     /// `None` when copies are unlimited (nothing was counted).
     id: Option<String>,
 }
 
-impl Drop for CopyPermit<'_> {
+impl Drop for CopyPermit {
     fn drop(&mut self) {
         let Some(id) = &self.id else { return };
         let mut m = self.limits.lock();
@@ -124,13 +122,12 @@ impl Limits {
         Ok(PodPermit(self.clone()))
     }
 
-    /// Admits one request on this pod's copy of `id`, or says why not (the status carries
-    /// [`COPY_FULL`]).
-    pub fn enter_copy(&self, id: &str) -> Result<CopyPermit<'_>, Status> {
+    /// Admits one request on this pod's copy of `id`, or says why not.
+    pub fn enter_copy(self: &Arc<Self>, id: &str) -> Result<CopyPermit, Status> {
         let limit = self.cfg.copy_requests;
         if limit == 0 {
             return Ok(CopyPermit {
-                limits: self,
+                limits: self.clone(),
                 id: None,
             });
         }
@@ -140,19 +137,14 @@ impl Limits {
             if !admits(*n, limit) {
                 drop(m);
                 metrics::counter!("modelmesh_requests_refused", "limit" => "copy").increment(1);
-                let mut s = Status::resource_exhausted(format!(
+                return Err(Status::resource_exhausted(format!(
                     "model {id} already has {limit} requests in flight on this copy (MM_MAX_INFLIGHT_PER_MODEL_COPY); retry later"
-                ));
-                s.metadata_mut().insert(
-                    COPY_FULL,
-                    tonic::metadata::AsciiMetadataValue::from_static("1"),
-                );
-                return Err(s);
+                )));
             }
             *n += 1;
         }
         Ok(CopyPermit {
-            limits: self,
+            limits: self.clone(),
             id: Some(id.to_string()),
         })
     }
@@ -184,7 +176,10 @@ mod tests {
 
         let c = l.enter_copy("m").expect("copy");
         let s = l.enter_copy("m").expect_err("copy full");
-        assert!(s.metadata().get(COPY_FULL).is_some());
+        assert!(
+            s.message().contains("MM_MAX_INFLIGHT_PER_MODEL_COPY"),
+            "{s:?}"
+        );
         assert!(l.enter_copy("other").is_ok(), "limits are per copy");
         drop(c);
         assert!(l.enter_copy("m").is_ok());

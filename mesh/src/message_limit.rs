@@ -140,7 +140,15 @@ where
         }
         let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
             Some(Ok(f)) => f,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            // A client that resets its stream (HTTP/2 CANCEL) would read as a clean end to
+            // tonic, which ends a request stream quietly on CANCELLED: the runtime would take
+            // a broken stream for a finished one. ABORTED, with no HTTP/2 cause, is an error
+            // everywhere downstream.
+            Some(Err(e)) => {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                let status = Status::aborted(format!("the client's stream broke: {e}"));
+                return Poll::Ready(Some(Err(Box::new(status))));
+            }
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref()
@@ -239,5 +247,22 @@ mod tests {
         m.extend(frame(40));
         let (a, b) = m.split_at(23);
         assert_eq!(run(vec![a.to_vec(), b.to_vec()], 40).await.ok(), Some(90));
+    }
+
+    #[tokio::test]
+    async fn a_reset_client_stream_is_an_error_not_an_end() {
+        let chunks: Vec<Result<Frame<Bytes>, h2::Error>> = vec![
+            Ok(Frame::data(Bytes::from(frame(3)))),
+            Err(h2::Error::from(h2::Reason::CANCEL)),
+        ];
+        let mut body = LimitedFrames::new(
+            http_body_util::StreamBody::new(futures::stream::iter(chunks)),
+            1024,
+        );
+        assert!(body.frame().await.unwrap().is_ok());
+        let err = body.frame().await.unwrap().expect_err("an error");
+        let status = err.downcast::<Status>().expect("a status");
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(std::error::Error::source(&*status).is_none());
     }
 }

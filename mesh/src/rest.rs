@@ -2,7 +2,7 @@
 //! gRPC port: `{name}` is a vmodel id, or a model id when the `mm-model-id` header is set;
 //! other `mm-*` headers become gRPC metadata.
 
-use crate::proxy::Router;
+use crate::route::Router;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, State};
@@ -172,7 +172,7 @@ async fn infer(
         Ok(m) => m,
         Err(s) => return refused(s, body),
     };
-    if let Err(s) = crate::proxy::refuse_hop_metadata(&md) {
+    if let Err(s) = crate::hop::refuse_hop_metadata(&md) {
         return refused(s, body);
     }
     if let Err(s) = router.check_target(&md).await {
@@ -218,7 +218,7 @@ async fn infer(
     let encoded = Bytes::from(req.encode_to_vec());
     drop(req);
     match router
-        .unary(INFER, md, encoded, crate::proxy::Hop::External)
+        .unary(INFER, md, encoded, crate::hop::Hop::External)
         .await
     {
         Ok((_, bytes)) => match ModelInferResponse::decode(bytes.as_ref()) {
@@ -294,7 +294,7 @@ async fn model_metadata(
     };
     let req = ModelMetadataRequest::default().encode_to_vec();
     match r
-        .unary(METADATA, md, req.into(), crate::proxy::Hop::External)
+        .unary(METADATA, md, req.into(), crate::hop::Hop::External)
         .await
     {
         Ok((_, bytes)) => match ModelMetadataResponse::decode(bytes.as_ref()) {

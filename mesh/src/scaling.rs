@@ -139,6 +139,48 @@ pub fn copies_to_add(
     n
 }
 
+/// Requests seen for one model in the current window, and when a scale-up of it last started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Start of the window, ms since the epoch.
+    pub start_ms: u64,
+    /// Requests in the window.
+    pub count: u64,
+    /// When copies were last added, ms since the epoch.
+    pub last_scaleup_ms: u64,
+}
+
+/// Length of the request-rate window.
+pub const RATE_WINDOW_MS: u64 = 10_000;
+
+/// Counts one request at `now_ms`; returns how many copies to add now: none unless the model
+/// is busy enough per copy (over `threshold` requests per minute) and no scale-up of it
+/// started in the last window.
+pub fn note_request(
+    w: &mut RateWindow,
+    now_ms: u64,
+    threshold: u64,
+    copies: usize,
+    pods: usize,
+    max_copies: u32,
+) -> usize {
+    if now_ms.saturating_sub(w.start_ms) > RATE_WINDOW_MS {
+        w.start_ms = now_ms;
+        w.count = 0;
+    }
+    w.count += 1;
+    if copies == 0 || now_ms.saturating_sub(w.last_scaleup_ms) <= RATE_WINDOW_MS {
+        return 0;
+    }
+    let elapsed = now_ms.saturating_sub(w.start_ms).max(1_000);
+    let per_copy = w.count * 60_000 / elapsed / copies as u64;
+    let n = copies_to_add(per_copy, threshold, copies, pods, max_copies);
+    if n > 0 {
+        w.last_scaleup_ms = now_ms;
+    }
+    n
+}
+
 /// One of this pod's copies as scale-down sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCopy {
@@ -381,5 +423,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_rate_window_adds_copies_once_per_window() {
+        let mut w = RateWindow::default();
+        let t0 = 1_000_000;
+        // 400 requests in one second on one copy: 24,000 a minute, over a 2,000 threshold.
+        let mut added = 0;
+        for i in 0..400 {
+            added += note_request(&mut w, t0 + i * 2, 2_000, 1, 4, 0);
+        }
+        assert!(added > 0, "a busy model gets copies");
+        let again: usize = (0..400)
+            .map(|i| note_request(&mut w, t0 + 1_000 + i, 2_000, 1, 4, 0))
+            .sum();
+        assert_eq!(again, 0, "no second scale-up within the window");
+        // A quiet model gets none; no copy anywhere means nothing to scale.
+        let mut quiet = RateWindow::default();
+        assert_eq!(note_request(&mut quiet, t0, 2_000, 1, 4, 0), 0);
+        let mut none = RateWindow::default();
+        assert_eq!(
+            (0..400)
+                .map(|i| note_request(&mut none, t0 + i, 2_000, 0, 4, 0))
+                .sum::<usize>(),
+            0
+        );
     }
 }

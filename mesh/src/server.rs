@@ -3,7 +3,8 @@
 
 use crate::api::{ApiMode, MeshApi};
 use crate::codec::RawCodec;
-use crate::proxy::Router;
+use crate::hop::Hop;
+use crate::route::{Held, Router};
 use axum::body::Body;
 use bytes::Bytes;
 use modelmesh_proto::mmesh::model_mesh_server::ModelMeshServer;
@@ -19,29 +20,24 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 struct ProxyStream {
     router: Arc<Router>,
     method: String,
+    internal: bool,
 }
-
-type RawStream = Pin<Box<dyn futures::Stream<Item = Result<Bytes, Status>> + Send>>;
 
 impl tonic::server::StreamingService<Bytes> for ProxyStream {
     type Response = Bytes;
-    type ResponseStream = RawStream;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RawStream>, Status>> + Send>>;
+    type ResponseStream = Held;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Held>, Status>> + Send>>;
 
     fn call(&mut self, req: Request<tonic::Streaming<Bytes>>) -> Self::Future {
-        let (router, method) = (self.router.clone(), self.method.clone());
+        let (router, method, internal) = (self.router.clone(), self.method.clone(), self.internal);
         Box::pin(async move {
             let (md, _, inbound) = req.into_parts();
-            let (resp, permit) = router.streaming(&method, md, inbound).await?;
-            let (rmd, stream, _) = resp.into_parts();
-            // The permit lives as long as the response stream.
-            let stream = futures::StreamExt::map(stream, move |m| {
-                let _held = &permit;
-                m
-            });
-            let mut out = Response::new(Box::pin(stream) as RawStream);
-            *out.metadata_mut() = rmd;
-            Ok(out)
+            let hop = if internal {
+                Hop::from_header(&md)?
+            } else {
+                Hop::External
+            };
+            router.streaming(&method, md, inbound, hop).await
         })
     }
 }
@@ -61,9 +57,9 @@ impl UnaryService<Bytes> for ProxyCall {
         Box::pin(async move {
             let (md, _, body) = req.into_parts();
             let hop = if internal {
-                crate::proxy::Hop::from_header(&md)?
+                Hop::from_header(&md)?
             } else {
-                crate::proxy::Hop::External
+                Hop::External
             };
             let (rmd, rbody) = router.unary(&method, md, body, hop).await?;
             let mut resp = Response::new(rbody);
@@ -145,9 +141,14 @@ pub fn routes(
                 let mut grpc = Grpc::new(RawCodec)
                     .max_decoding_message_size(max_message)
                     .max_encoding_message_size(usize::MAX);
-                if crate::proxy::STREAMING_METHODS.contains(&method.as_str()) {
+                if router.is_streaming(&method) {
+                    let svc = ProxyStream {
+                        router,
+                        method,
+                        internal,
+                    };
                     return grpc
-                        .streaming(ProxyStream { router, method }, req)
+                        .streaming(svc, req)
                         .await
                         .map(Body::new);
                 }

@@ -6,9 +6,9 @@ use crate::kv::KvStore;
 use crate::kv::config::KvConfig;
 use crate::local::{LocalConfig, LocalModels};
 use crate::mesh::Mesh;
-use crate::proxy::Router;
 use crate::registry::Layout;
 use crate::registry::table::Table;
+use crate::route::Router;
 use crate::runtime::grpc::RuntimeClient;
 use crate::task::AbortOnDrop;
 use std::future::Future;
@@ -62,6 +62,8 @@ pub struct SidecarConfig {
     pub location: String,
     /// Requests per minute per copy above which a copy is added (`MM_SCALEUP_RPM_THRESHOLD`).
     pub scaleup_rpm: u64,
+    /// Methods proxied as streams besides KServe v2's `ModelStreamInfer` (`MM_STREAMING_METHODS`).
+    pub streaming_methods: Vec<String>,
     /// Lease TTL of this pod's instance record and leader candidacy, in seconds.
     pub instance_lease_ttl_secs: i64,
     /// How often the leader's reaper runs.
@@ -310,6 +312,7 @@ impl Sidecar {
         let router = Arc::new(
             Router::new(mesh.clone(), data, cfg.dataplane.clone())
                 .with_scaleup_rpm(cfg.scaleup_rpm)
+                .with_streaming_methods(cfg.streaming_methods.iter().cloned())
                 .with_limits(cfg.limits),
         );
         Ok(Sidecar {

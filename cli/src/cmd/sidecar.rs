@@ -153,6 +153,11 @@ pub struct Args {
     /// Requests per minute per copy above which another copy of a model is loaded.
     #[arg(long, env = "MM_SCALEUP_RPM_THRESHOLD", default_value_t = 2000)]
     pub scaleup_rpm_threshold: u64,
+    /// gRPC methods proxied as streams (client-, server- or bidirectional), comma-separated
+    /// `package.Service/Method`, besides KServe v2's ModelStreamInfer; every other method is
+    /// proxied as a unary call.
+    #[arg(long, env = "MM_STREAMING_METHODS", value_delimiter = ',', value_parser = parse_method)]
+    pub streaming_methods: Vec<String>,
     /// KServe v2 REST port; 0 disables.
     #[arg(long, env = "MM_REST_PORT", default_value_t = 8008)]
     pub rest_port: u16,
@@ -331,6 +336,7 @@ impl Args {
                 .filter(|ip| !ip.is_empty())
                 .unwrap_or_else(|| self.location.clone()),
             scaleup_rpm: self.scaleup_rpm_threshold,
+            streaming_methods: self.streaming_methods.clone(),
             instance_lease_ttl_secs: self.instance_lease_ttl_secs.max(2),
             reaper_every: Duration::from_millis(self.reaper_interval_ms),
             gone_after: Duration::from_millis(self.assume_instance_gone_ms),
@@ -362,6 +368,19 @@ impl Args {
 }
 
 /// `MM_METRICS`: `disabled` → 0 (off), `prometheus:port=<p>[;scheme=<s>]` → p.
+/// A gRPC method as `package.Service/Method` (no leading slash, one slash).
+fn parse_method(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    match v.split_once('/') {
+        Some((svc, m)) if !svc.is_empty() && !m.is_empty() && !m.contains('/') && v.is_ascii() => {
+            Ok(v.to_string())
+        }
+        _ => Err(format!(
+            "{v:?} is not a gRPC method: write package.Service/Method, e.g. inference.GRPCInferenceService/ModelStreamInfer"
+        )),
+    }
+}
+
 fn parse_mm_metrics(v: &str) -> Result<u16, String> {
     let v = v.trim();
     if v == "disabled" || v.is_empty() {

@@ -25,6 +25,21 @@ pub fn model_vanished(s: &Status) -> bool {
     }
 }
 
+/// KServe v2's streaming method, whose errors come as messages in the stream.
+pub const STREAM_INFER: &str = "inference.GRPCInferenceService/ModelStreamInfer";
+
+/// Whether a response on a `ModelStreamInfer` stream says the runtime no longer has the model:
+/// Triton answers stream requests for an unknown model with a message whose `error_message`
+/// (field 1) reads "Request for unknown model: ...", not with a status. Returns that text.
+pub fn stream_reply_vanished(method: &str, reply: &[u8]) -> Option<String> {
+    if method != STREAM_INFER {
+        return None;
+    }
+    let text = crate::idpath::read_string(reply, &[1]).ok().flatten()?;
+    text.starts_with("Request for unknown model")
+        .then_some(text)
+}
+
 /// A failed SPI call as the mesh's error: a lost connection or UNAVAILABLE is the runtime being
 /// down (retryable elsewhere), anything else the runtime's own answer.
 pub fn runtime_err(what: &str, id: &str, s: tonic::Status) -> MeshError {
@@ -70,6 +85,23 @@ mod tests {
             "unexpected inference input 'x' for model 'm-1'"
         )));
         assert!(!model_vanished(&Status::internal("x")));
+    }
+
+    #[test]
+    fn a_lost_model_in_a_stream_reply() {
+        // ModelStreamInferResponse { error_message: "..." }: field 1, length-delimited.
+        let reply = |text: &str| {
+            let mut m = vec![0x0a, text.len() as u8];
+            m.extend_from_slice(text.as_bytes());
+            m
+        };
+        let lost = reply("Request for unknown model: 'm-1' is not found");
+        assert!(stream_reply_vanished(STREAM_INFER, &lost).is_some());
+        assert!(stream_reply_vanished("other.Service/Method", &lost).is_none());
+        assert!(stream_reply_vanished(STREAM_INFER, &reply("input 'x' is wrong")).is_none());
+        // An answer (field 2, infer_response) and garbage are not lost models.
+        assert!(stream_reply_vanished(STREAM_INFER, &[0x12, 0x00]).is_none());
+        assert!(stream_reply_vanished(STREAM_INFER, &[0xff]).is_none());
     }
 
     #[test]

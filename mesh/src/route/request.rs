@@ -1,10 +1,10 @@
 //! What an inference request names and carries: which model or vmodel (headers or a request
-//! field), its deadline, and the headers the runtime gets.
+//! field), its deadline, and the headers the runtime and a peer get.
 
 use crate::dataplane::DataplaneConfig;
 use crate::idpath;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Status;
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, KeyAndValueRef, MetadataMap};
 
@@ -145,6 +145,101 @@ pub(super) fn runtime_headers(md: &MetadataMap, model_id: &str) -> MetadataMap {
         && let Ok(v) = AsciiMetadataValue::from_str(model_id)
     {
         out.insert("mm-model-id", v);
+    }
+    out
+}
+
+/// One call being routed: what every attempt needs to know about it.
+pub struct Req<'a> {
+    /// `package.Service/Method`.
+    pub method: &'a str,
+    /// The method as an HTTP/2 path.
+    pub path: http::uri::PathAndQuery,
+    /// The client's metadata.
+    pub md: &'a MetadataMap,
+    /// The model or vmodel it named.
+    pub target: &'a Target,
+    /// The client's deadline.
+    pub deadline: Option<Instant>,
+}
+
+/// The HTTP/2 path of `method`.
+pub fn method_path(method: &str) -> Result<http::uri::PathAndQuery, Status> {
+    http::uri::PathAndQuery::from_str(&format!("/{method}"))
+        .map_err(|_| Status::invalid_argument(format!("invalid method path /{method}")))
+}
+
+/// The deadline a client set (`grpc-timeout`); a value that is not a gRPC timeout is refused
+/// rather than silently dropped.
+pub fn request_deadline(md: &MetadataMap) -> Result<Option<Instant>, Status> {
+    let Some(v) = md.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    match v.to_str().ok().and_then(parse_timeout) {
+        // A timeout too far away to represent is no deadline (never a panic).
+        Some(d) => Ok(Instant::now().checked_add(d)),
+        None => Err(Status::invalid_argument(format!(
+            "grpc-timeout {v:?} is not a gRPC timeout (digits and a unit of H, M, S, m, u or n, e.g. 500m)"
+        ))),
+    }
+}
+
+/// Gives an outgoing call what is left of the client's deadline; DEADLINE_EXCEEDED when
+/// nothing is.
+pub fn set_deadline<T>(
+    r: &mut tonic::Request<T>,
+    deadline: Option<Instant>,
+    to: &str,
+) -> Result<(), Status> {
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Status::deadline_exceeded(format!(
+                "deadline expired before the request reached {to}"
+            )));
+        }
+        r.set_timeout(left);
+    }
+    Ok(())
+}
+
+/// Headers for a peer: the client's, minus `grpc-*`, `mm-*`, `content-type`, `te`,
+/// `user-agent`, plus the concrete id, the hop and, for a load, the size this pod knows.
+pub(super) fn peer_headers(
+    md: &MetadataMap,
+    model_id: &str,
+    hop: crate::hop::Hop,
+    known_size: Option<u64>,
+) -> MetadataMap {
+    let mut out = MetadataMap::new();
+    for kv in md.iter() {
+        match kv {
+            KeyAndValueRef::Ascii(k, v) => {
+                let n = k.as_str();
+                if n.starts_with("grpc-")
+                    || n.starts_with("mm-")
+                    || matches!(n, "content-type" | "te" | "user-agent")
+                {
+                    continue;
+                }
+                out.append(k.clone(), v.clone());
+            }
+            KeyAndValueRef::Binary(k, v) => {
+                if !k.as_str().starts_with("mm-") {
+                    out.append_bin(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out.insert_bin(
+        "mm-model-id-bin",
+        BinaryMetadataValue::from_bytes(model_id.as_bytes()),
+    );
+    if let Some(v) = hop.header_value() {
+        out.insert(crate::hop::HOP, AsciiMetadataValue::from_static(v));
+    }
+    if let Some(bytes) = known_size {
+        out.insert(crate::hop::KNOWN_SIZE, AsciiMetadataValue::from(bytes));
     }
     out
 }
