@@ -9,8 +9,9 @@ use crate::error::MeshError;
 use crate::load_queue::Priority;
 use crate::registry::records::ModelRecord;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What an admitted copy will take in the cache when its load starts.
 #[derive(Debug, Clone, Copy)]

@@ -12,8 +12,9 @@ use crate::load_queue::Priority;
 use crate::registry::records::{FailureMessage, ModelRecord};
 use crate::registry::table::Update;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 impl LocalModels {
     pub(super) async fn run_load(

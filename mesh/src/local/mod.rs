@@ -19,8 +19,9 @@ use crate::registry::table::Table;
 use crate::runtime::{Runtime, RuntimeInfo};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -242,3 +243,6 @@ impl LocalModels {
             .is_some_and(|c| c.same_channel(mine))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,8 @@ use crate::clock::now_ms;
 use crate::registry::table::Update;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 impl LocalModels {
     /// Drops a copy that other pods also hold: deregisters it first (only while enough other
