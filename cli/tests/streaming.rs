@@ -240,7 +240,7 @@ async fn break_mid_stream(port: u16, model: &str) {
 async fn streams_are_routed_across_pods_like_unary_calls() {
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, url) = start_etcd(etcd_dir.path()).await;
-    let mut pods = vec![
+    let mut pods = [
         start_pod("pod-a", &url).await,
         start_pod("pod-b", &url).await,
     ];
