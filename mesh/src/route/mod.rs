@@ -140,7 +140,10 @@ impl Router {
     /// a body need not be read (REST reads bodies only for models that exist).
     pub async fn check_target(&self, md: &MetadataMap) -> Result<String, Status> {
         let id = self.resolve(&request::header_target(md)?).await?;
-        if !self.mesh.is_registered(&id).await? {
+        // A copy loaded here is registered (unregistering removes it): the registry is then
+        // read once per request, by the routing.
+        let loaded = self.mesh.local.status(&id) == Some(crate::local::CopyStatus::Loaded);
+        if !loaded && !self.mesh.is_registered(&id).await? {
             return Err(crate::error::MeshError::ModelNotFound(id).into());
         }
         Ok(id)
