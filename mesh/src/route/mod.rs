@@ -167,7 +167,7 @@ impl Router {
                 }
                 Err(f) => Err(answer(f, hop)),
             },
-            Err(s) => Err(s),
+            Err(s) => Err(answer(Failure::PodFull(s), hop)),
         };
         let code = crate::metrics::code_label(result.as_ref().err().map(Status::code));
         metrics::histogram!("modelmesh_api_request_milliseconds", "method" => crate::metrics::method_label(method), "code" => code)
@@ -212,7 +212,7 @@ impl Router {
             Ok(p) => p,
             Err(s) => {
                 record(s.code());
-                return Err(s);
+                return Err(answer(Failure::PodFull(s), hop));
             }
         };
         let call = Call::Stream(Inbound::new(first, inbound));

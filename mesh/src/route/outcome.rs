@@ -127,6 +127,8 @@ impl Failure {
             MeshError::LoadFailed { .. } => Failure::LoadFailed(e.into()),
             MeshError::Unavailable(_) => Failure::RuntimeDown(e.into()),
             MeshError::ModelNotFound(_) => Failure::Gone(e.into()),
+            // The pod's load queue is full: another copy may serve, but no new load.
+            MeshError::ResourceExhausted(_) => Failure::PodFull(e.into()),
             other => Failure::Fatal(other.into()),
         }
     }
