@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use modelmesh_mesh::dataplane::DataplaneConfig;
-use modelmesh_mesh::proxy::{find_target, parse_timeout};
+use modelmesh_mesh::route::{find_target, parse_timeout};
 use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataMap};
 
 const KEYS: [&str; 6] = [
