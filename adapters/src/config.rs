@@ -10,6 +10,8 @@ pub enum ServerType {
     Triton,
     /// MLServer, through its model-repository API.
     Mlserver,
+    /// llama.cpp's `llama-server` in router mode (GGUF LLMs), over its HTTP API.
+    Llamacpp,
 }
 
 impl ServerType {
@@ -18,6 +20,7 @@ impl ServerType {
         match self {
             ServerType::Triton => "_triton_models",
             ServerType::Mlserver => "_mlserver_models",
+            ServerType::Llamacpp => "_llamacpp_models",
         }
     }
 }
@@ -29,7 +32,7 @@ pub struct AdapterConfig {
     pub server_type: ServerType,
     /// Host of the model server (same pod: localhost).
     pub runtime_host: String,
-    /// Model server gRPC port (`RUNTIME_PORT`).
+    /// Model server port (`RUNTIME_PORT`): gRPC for Triton and MLServer, HTTP for llama.cpp.
     pub runtime_port: u16,
     /// Memory requested by the model server container (`CONTAINER_MEM_REQ_BYTES`).
     pub container_mem_req_bytes: i64,
@@ -47,6 +50,9 @@ pub struct AdapterConfig {
     pub runtime_version: String,
     /// Per-model concurrency limit, 0 = none (`LIMIT_PER_MODEL_CONCURRENCY`).
     pub limit_per_model_concurrency: u32,
+    /// Tokens of context each LLM is loaded with (llama.cpp: the router's `-c`), for its KV
+    /// cache's share of the size estimate (`LLM_CONTEXT_TOKENS`).
+    pub llm_context_tokens: u64,
     /// Local model root (`ROOT_MODEL_DIR`).
     pub root_model_dir: PathBuf,
     /// Pull models from storage before loading (`USE_EMBEDDED_PULLER`).
@@ -74,6 +80,7 @@ impl Default for AdapterConfig {
             model_size_multiplier: 1.25,
             runtime_version: "v1".into(),
             limit_per_model_concurrency: 0,
+            llm_context_tokens: 4096,
             root_model_dir: "/models".into(),
             use_embedded_puller: false,
             storage_config_dir: "/storage-config".into(),

@@ -15,13 +15,32 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
-/// gRPC methods the mesh may route to the server, with the field that carries the model id.
+/// gRPC methods the mesh may route to a KServe v2 server (the model id in field 1).
 pub const METHOD_INFOS: &[&str] = &[
     "inference.GRPCInferenceService/ModelInfer",
     "inference.GRPCInferenceService/ModelMetadata",
     // Beyond upstream: the mesh can proxy this bidirectional stream.
     "inference.GRPCInferenceService/ModelStreamInfer",
 ];
+
+/// Memory a loaded LLM takes beyond its weights and KV cache in llama.cpp (its own process,
+/// compute buffers, the vocabulary): measured at 40-60 MiB for small models.
+pub const LLM_PROCESS_OVERHEAD_BYTES: u64 = 64 << 20;
+
+/// The methods a server of `kind` serves, each with the path of its model-id field (empty:
+/// the mesh puts the id where the protocol wants it, the JSON body's `model` for OpenAI).
+pub fn method_infos(kind: ServerType) -> Vec<(String, Vec<u32>)> {
+    match kind {
+        ServerType::Llamacpp => modelmesh_proto::openai::ROUTES
+            .iter()
+            .map(|(m, _)| (m.to_string(), Vec::new()))
+            .collect(),
+        ServerType::Triton | ServerType::Mlserver => METHOD_INFOS
+            .iter()
+            .map(|m| (m.to_string(), vec![1]))
+            .collect(),
+    }
+}
 
 /// The adapter: a ModelRuntime in front of one model server.
 pub struct Adapter {
@@ -90,7 +109,7 @@ impl Adapter {
             .map(PathBuf::from);
         let id = req.model_id.clone();
         let mt = model_type.clone();
-        let adapted = {
+        let laid = {
             let (cfg, src) = (self.cfg.clone(), path.clone());
             // File-system work off the async workers.
             tokio::task::spawn_blocking(move || {
@@ -99,12 +118,25 @@ impl Adapter {
             .await
             .map_err(|e| AdapterError::Io(format!("layout task failed: {e}")))??
         };
-        tracing::info!(model_id = %req.model_id, model_type, layout = %adapted.display(), "loading model");
+        tracing::info!(model_id = %req.model_id, model_type, layout = %laid.path.display(), "loading model");
         self.server.load(&req.model_id).await.map_err(|s| {
             AdapterError::runtime(format!("model server failed to load '{}'", req.model_id), s)
         })?;
-        let disk = key.disk_size_bytes().or_else(|| Some(disk_size(&path)));
-        let size = self.cfg.size_for_disk(disk);
+        let size = match &laid.gguf {
+            Some(info) => {
+                // The context the router really gave it (a model trained for less gets less).
+                let n_ctx = self
+                    .server
+                    .context_tokens(&req.model_id)
+                    .await
+                    .unwrap_or_else(|| self.cfg.llm_context_tokens.min(info.context_length));
+                llm_size(info, n_ctx)
+            }
+            None => {
+                let disk = key.disk_size_bytes().or_else(|| Some(disk_size(&path)));
+                self.cfg.size_for_disk(disk)
+            }
+        };
         tracing::info!(model_id = %req.model_id, size, "model loaded");
         Ok(pb::LoadModelResponse {
             size_in_bytes: size,
@@ -125,6 +157,9 @@ impl Adapter {
             ));
         }
         remove_all(&self.cfg.layout_dir().join(id))?;
+        if self.cfg.server_type == ServerType::Llamacpp {
+            remove_all(&self.cfg.layout_dir().join(format!("{id}.gguf")))?;
+        }
         if let Some(p) = &self.puller {
             p.cleanup(id)?;
         }
@@ -188,13 +223,13 @@ impl Adapter {
             Ok(v) if !v.is_empty() => v,
             _ => self.cfg.runtime_version.clone(),
         };
-        let method_infos = METHOD_INFOS
-            .iter()
-            .map(|m| {
+        let method_infos = method_infos(self.cfg.server_type)
+            .into_iter()
+            .map(|(m, path)| {
                 (
-                    m.to_string(),
+                    m,
                     MethodInfo {
-                        id_injection_path: vec![1],
+                        id_injection_path: path,
                     },
                 )
             })
@@ -213,11 +248,22 @@ impl Adapter {
         }
     }
 
-    /// Size estimate before loading: from modelKey's `disk_size_bytes`, or a local path's size.
+    /// Size estimate before loading: from modelKey's `disk_size_bytes`, or a local path's size
+    /// (for an LLM, its GGUF header's weights and KV cache).
     fn predict_size(&self, req: &pb::PredictModelSizeRequest) -> Result<u64, AdapterError> {
         let key = ModelKey::parse(&req.model_key)?;
         if let Some(d) = key.disk_size_bytes() {
             return Ok(self.cfg.size_for_disk(Some(d)));
+        }
+        if self.cfg.server_type == ServerType::Llamacpp
+            && self.puller.is_none()
+            && !req.model_path.is_empty()
+            && let Ok(info) = gguf_of(Path::new(&req.model_path))
+        {
+            return Ok(llm_size(
+                &info,
+                self.cfg.llm_context_tokens.min(info.context_length),
+            ));
         }
         // Without the puller the path is local and cheap to measure; with it, it is remote and
         // the contract asks for a fast answer, so use the default.
@@ -281,6 +327,21 @@ impl ModelRuntime for Adapter {
     ) -> Result<Response<pb::ModelSizeResponse>, Status> {
         let id = req.into_inner().model_id;
         validate_model_id(&id)?;
+        if self.cfg.server_type == ServerType::Llamacpp {
+            let dir = self.cfg.layout_dir();
+            let file = [dir.join(format!("{id}.gguf")), dir.join(&id)]
+                .into_iter()
+                .find(|p| p.exists());
+            if let Some(info) = file.and_then(|f| gguf_of(&f).ok()) {
+                let n_ctx = match self.server.context_tokens(&id).await {
+                    Some(n) => n,
+                    None => self.cfg.llm_context_tokens.min(info.context_length),
+                };
+                return Ok(Response::new(pb::ModelSizeResponse {
+                    size_in_bytes: llm_size(&info, n_ctx),
+                }));
+            }
+        }
         let local = self.cfg.root_model_dir.join(&id);
         let disk = if local.exists() {
             disk_size(&local)
@@ -300,6 +361,45 @@ impl ModelRuntime for Adapter {
     }
 }
 
+/// Memory of an LLM loaded with `n_ctx` tokens of context: its weights (mapped from the
+/// file), its KV cache and the model process's own.
+pub fn llm_size(info: &crate::gguf::GgufInfo, n_ctx: u64) -> u64 {
+    info.file_bytes
+        .saturating_add(info.kv_cache_bytes(n_ctx))
+        .saturating_add(LLM_PROCESS_OVERHEAD_BYTES)
+}
+
+/// The GGUF header of the model at `path` (a `.gguf` file, or a directory holding one).
+fn gguf_of(path: &Path) -> Result<crate::gguf::GgufInfo, AdapterError> {
+    let file = if path.is_dir() {
+        let files: Vec<PathBuf> = layout::entries(path)?
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
+            .collect();
+        layout::llamacpp::model_file(&files)
+            .cloned()
+            .ok_or_else(|| AdapterError::invalid(format!("{} holds no .gguf model file", path.display())))?
+    } else {
+        path.to_path_buf()
+    };
+    crate::gguf::read(&file).map_err(|e| {
+        AdapterError::invalid(format!(
+            "{} is not a usable GGUF model: {e}",
+            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ))
+    })
+}
+
+/// A model laid out for its server.
+#[derive(Debug)]
+pub struct Laid {
+    /// Where the server finds it.
+    pub path: PathBuf,
+    /// An LLM's GGUF header (checked before the server is asked to load it).
+    pub gguf: Option<crate::gguf::GgufInfo>,
+}
+
 /// Builds the server's layout for a local model.
 pub fn adapt_layout(
     cfg: &AdapterConfig,
@@ -307,10 +407,23 @@ pub fn adapt_layout(
     model_type: &str,
     src: &Path,
     schema: Option<&Path>,
-) -> Result<PathBuf, AdapterError> {
+) -> Result<Laid, AdapterError> {
     let dir = cfg.layout_dir();
+    let plain = |path| Laid { path, gguf: None };
     match cfg.server_type {
-        ServerType::Triton => layout::triton::adapt(&dir, id, model_type, src, schema),
-        ServerType::Mlserver => layout::mlserver::adapt(&dir, id, model_type, src, schema),
+        ServerType::Triton => layout::triton::adapt(&dir, id, model_type, src, schema).map(plain),
+        ServerType::Mlserver => {
+            layout::mlserver::adapt(&dir, id, model_type, src, schema).map(plain)
+        }
+        ServerType::Llamacpp => {
+            // A damaged file is refused here, with what is wrong with it, rather than by a
+            // model process that exits.
+            let info = gguf_of(src)?;
+            let adapted = layout::llamacpp::adapt(&dir, id, src)?;
+            Ok(Laid {
+                path: adapted.path,
+                gguf: Some(info),
+            })
+        }
     }
 }

@@ -27,12 +27,14 @@ struct Cli {
 enum Command {
     /// Triton-compatible multi-model server for ONNX models (KServe v2 gRPC + REST).
     Runtime(cmd::runtime::Args),
-    /// mmesh.ModelRuntime adapter in front of a Triton or MLServer model server.
+    /// mmesh.ModelRuntime adapter in front of Triton, MLServer or llama.cpp's llama-server.
     Adapter(cmd::adapter::Args),
     /// Run a whole mesh locally, serving a directory of Predictor YAML files.
     Up(cmd::up::Args),
     /// Send a KServe v2 inference request and print the outputs.
     Infer(cmd::infer::Args),
+    /// Chat with an LLM through the mesh's OpenAI API, tokens streamed as they arrive.
+    Chat(cmd::chat::Args),
     /// Show what a running `modelmesh up` serves.
     Status(cmd::status::Args),
     /// The mesh sidecar: registry, model cache, vmodels, inference routing.
@@ -78,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::Sidecar(a) => cmd::sidecar::run(*a).await,
             Command::Up(a) => cmd::up::run(a).await,
             Command::Infer(a) => cmd::infer::run(a).await,
+            Command::Chat(a) => cmd::chat::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Controller(a) => cmd::controller::run(a).await,

@@ -232,7 +232,12 @@ impl Default for Config {
             allow_host_path_runtimes: false,
             management_port: 8034,
             network_policy: NetworkPolicyConfig::default(),
-            built_in_server_types: vec!["modelmesh".into(), "triton".into(), "mlserver".into()],
+            built_in_server_types: vec![
+                "modelmesh".into(),
+                "triton".into(),
+                "mlserver".into(),
+                "llamacpp".into(),
+            ],
             payload_processors: Vec::new(),
             internal_model_mesh_env_vars: Vec::new(),
             etcd_secret_name: None,

@@ -38,6 +38,9 @@ const KNOWN_METHODS: &[&str] = &[
     "Regress",
     "MultiInference",
     "GetModelMetadata",
+    "ChatCompletions",
+    "Completions",
+    "Embeddings",
 ];
 
 /// The services whose methods are labelled by name.
@@ -45,6 +48,7 @@ const KNOWN_SERVICES: &[&str] = &[
     "inference.GRPCInferenceService",
     "tensorflow.serving.PredictionService",
     "inference.model_repository.ModelRepositoryService",
+    "mmesh.OpenAI",
 ];
 
 /// The metric label of a gRPC path (`package.Service/Method`): the method name if it is a known

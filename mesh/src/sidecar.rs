@@ -40,6 +40,8 @@ pub struct SidecarConfig {
     pub runtime_mgmt: String,
     /// Runtime inference endpoint (`INTERNAL_SERVING_GRPC_PORT`), defaults to the management one.
     pub runtime_data: Option<String>,
+    /// The runtime's HTTP API for OpenAI calls (`INTERNAL_SERVING_HTTP_PORT`), `host:port`.
+    pub runtime_http: Option<String>,
     /// `MM_DEFAULT_VMODEL_OWNER`.
     pub default_vmodel_owner: String,
     /// `MM_LOAD_FAILURE_EXPIRY_TIME_MS`.
@@ -309,12 +311,16 @@ impl Sidecar {
         let janitor = crate::janitor::spawn(&mesh, cfg.janitor_every);
         spawn_instance_gauge(mesh.instances.clone());
         let data = channel(cfg.runtime_data.as_deref().unwrap_or(&cfg.runtime_mgmt))?;
-        let router = Arc::new(
-            Router::new(mesh.clone(), data, cfg.dataplane.clone())
-                .with_scaleup_rpm(cfg.scaleup_rpm)
-                .with_streaming_methods(cfg.streaming_methods.iter().cloned())
-                .with_limits(cfg.limits),
-        );
+        let mut router = Router::new(mesh.clone(), data, cfg.dataplane.clone())
+            .with_scaleup_rpm(cfg.scaleup_rpm)
+            .with_streaming_methods(cfg.streaming_methods.iter().cloned())
+            .with_limits(cfg.limits);
+        if let Some(addr) = &cfg.runtime_http {
+            router = router.with_http_runtime(
+                crate::route::HttpRuntime::new(addr).map_err(SidecarError::Startup)?,
+            );
+        }
+        let router = Arc::new(router);
         Ok(Sidecar {
             mesh,
             router,

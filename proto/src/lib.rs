@@ -27,6 +27,7 @@ pub mod inference {
 
 pub mod codec;
 pub mod kserve_json;
+pub mod openai;
 pub mod text_format;
 
 /// The serialized `FileDescriptorSet` of every proto file in this crate.

@@ -74,7 +74,7 @@ def test_install_with_no_values_deploys_an_etcd_with_a_volume():
         ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
         + ["ConfigMap", "Deployment", "Secret", "Service", "StatefulSet"]
         + ["NetworkPolicy"] * 2
-        + ["ClusterServingRuntime"] * 3
+        + ["ClusterServingRuntime"] * 4
     ), kinds
     sts = by_kind(docs, "StatefulSet")[0]
     assert sts["metadata"]["name"] == "modelmesh-etcd"
@@ -175,7 +175,7 @@ def test_cluster_scope_renders_everything():
     assert kinds == sorted(
         ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
         + ["ConfigMap", "Deployment", "Secret", "NetworkPolicy"]
-        + ["ClusterServingRuntime"] * 3
+        + ["ClusterServingRuntime"] * 4
     ), kinds
     controller = by_kind(docs, "Deployment")[0]
     c = controller["spec"]["template"]["spec"]["containers"][0]
@@ -185,14 +185,14 @@ def test_cluster_scope_renders_everything():
     assert env["ETCD_SECRET_NAME"] == "model-serving-etcd"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     names = {d["metadata"]["name"] for d in by_kind(docs, "ClusterServingRuntime")}
-    assert names == {"modelmesh-onnx", "triton-2.x", "mlserver-1.x"}
+    assert names == {"modelmesh-onnx", "triton-2.x", "mlserver-1.x", "llamacpp"}
 
 
 def test_namespace_scope_uses_a_role_and_namespaced_runtimes():
     docs = render({**ETCD, "namespaceScope": True}, namespace="team-a")
     assert by_kind(docs, "Role") and not by_kind(docs, "ClusterRole")
     runtimes = by_kind(docs, "ServingRuntime")
-    assert len(runtimes) == 3 and all(r["metadata"]["namespace"] == "team-a" for r in runtimes)
+    assert len(runtimes) == 4 and all(r["metadata"]["namespace"] == "team-a" for r in runtimes)
     rules = [r for role in by_kind(docs, "Role") for r in role["rules"]]
     assert not any("namespaces" in r["resources"] for r in rules)
 
@@ -251,6 +251,32 @@ def test_built_in_runtimes_render_valid_deployments():
                 capture_output=True, text=True,
             )
             assert run.returncode == 0, f"{name}: {run.stdout}{run.stderr}"
+
+
+def test_the_llamacpp_runtime_serves_gguf_with_the_adapter_and_the_mesh():
+    docs = render(ETCD)
+    rt = next(r for r in by_kind(docs, "ClusterServingRuntime") if r["metadata"]["name"] == "llamacpp")
+    assert rt["spec"]["supportedModelFormats"] == [{"name": "gguf", "version": "1", "autoSelect": True}]
+    config = by_kind(docs, "ConfigMap")[0]["data"]["config.yaml"]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(config)
+        (Path(tmp) / "rt.yaml").write_text(yaml.safe_dump(rt))
+        out = subprocess.run(
+            [str(BIN), "controller", "render", "--runtime", str(Path(tmp) / "rt.yaml"), "--config", str(Path(tmp) / "config.yaml")],
+            capture_output=True, text=True, check=True,
+        )
+    pod = yaml.safe_load(out.stdout)["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == ["llamacpp", "llamacpp-adapter", "mm"], list(containers)
+    server = " ".join(containers["llamacpp"]["args"])
+    assert "--models-dir /models/_llamacpp_models" in server and "--models-max 0" in server
+    assert "--no-models-autoload" in server and "--port 8002" in server and "-c 4096" in server
+    adapter = containers["llamacpp-adapter"]
+    assert adapter["command"][-2:] == ["--server-type", "llamacpp"]
+    env = {e["name"]: e.get("value") for e in adapter["env"]}
+    assert env["RUNTIME_PORT"] == "8002" and env["LLM_CONTEXT_TOKENS"] == "4096"
+    mesh_env = {e["name"]: e.get("value") for e in containers["mm"]["env"]}
+    assert mesh_env["INTERNAL_SERVING_HTTP_PORT"] == "8002"
 
 
 # Our own processes never need root, extra capabilities or a writable root filesystem; the

@@ -1,5 +1,6 @@
 //! Model servers the adapter drives, behind one trait.
 
+pub mod llamacpp;
 pub mod mlserver;
 pub mod triton;
 
@@ -20,6 +21,10 @@ pub trait ModelServer: Send + Sync + 'static {
     async fn loaded_models(&self) -> Result<Vec<String>, Status>;
     /// Whether an unload error means "already gone".
     fn unload_means_absent(&self, code: Code) -> bool;
+    /// The context (tokens) a loaded LLM got, for servers that say (llama.cpp's router).
+    async fn context_tokens(&self, _model_id: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// A lazily-connecting channel to `host:port`.

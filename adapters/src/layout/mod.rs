@@ -1,6 +1,7 @@
 //! Rewriting a pulled model into the directory layout each model server expects. Files are
 //! symlinked, never copied; the layout dir is always rebuilt from scratch.
 
+pub mod llamacpp;
 pub mod mlserver;
 pub mod schema;
 pub mod triton;

@@ -14,17 +14,22 @@ pub enum Kind {
     Triton,
     /// Seldon MLServer.
     Mlserver,
+    /// llama.cpp's `llama-server` in router mode (`--models-dir ROOT_MODEL_DIR/_llamacpp_models
+    /// --models-max 0 --no-models-autoload`), for GGUF LLMs; RUNTIME_PORT is its HTTP port.
+    Llamacpp,
 }
 
 /// Flags of `modelmesh adapter`.
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "mmesh.ModelRuntime adapter in front of a Triton or MLServer model server",
+    about = "mmesh.ModelRuntime adapter in front of Triton, MLServer or llama.cpp's llama-server router",
     long_about = "Serves the mmesh.ModelRuntime SPI that the mesh sidecar calls. loadModel pulls the model \
 (with --use-embedded-puller) from the storage named in its modelKey into ROOT_MODEL_DIR/<modelId>, links it \
-into the layout the server needs (ROOT_MODEL_DIR/_triton_models or _mlserver_models) and asks the server to \
-load it; unloadModel unloads it and deletes its files; runtimeStatus waits for the server, unloads everything, \
-wipes ROOT_MODEL_DIR and reports capacity = CONTAINER_MEM_REQ_BYTES - MEM_BUFFER_BYTES."
+into the layout the server needs (ROOT_MODEL_DIR/_triton_models, _mlserver_models or _llamacpp_models) and asks \
+the server to load it; unloadModel unloads it and deletes its files; runtimeStatus waits for the server, unloads \
+everything, wipes ROOT_MODEL_DIR and reports capacity = CONTAINER_MEM_REQ_BYTES - MEM_BUFFER_BYTES. With \
+--server-type llamacpp a GGUF file's header is checked before loading and its size is the file plus the KV cache \
+of LLM_CONTEXT_TOKENS tokens (corrected to the context the router reports once loaded)."
 )]
 pub struct Args {
     /// Which model server to drive.
@@ -67,6 +72,9 @@ pub struct Args {
     /// Maximum concurrent requests per model (0 = unlimited).
     #[arg(long, env = "LIMIT_PER_MODEL_CONCURRENCY", default_value_t = 0)]
     limit_per_model_concurrency: u32,
+    /// Tokens of context each LLM gets (give llama-server the same `-c`): sizes its KV cache.
+    #[arg(long, env = "LLM_CONTEXT_TOKENS", default_value_t = 4096)]
+    llm_context_tokens: u64,
     /// Local model directory (wiped at start-up).
     #[arg(long, env = "ROOT_MODEL_DIR", default_value = "/models")]
     root_model_dir: PathBuf,
@@ -95,6 +103,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         server_type: match a.server_type {
             Kind::Triton => ServerType::Triton,
             Kind::Mlserver => ServerType::Mlserver,
+            Kind::Llamacpp => ServerType::Llamacpp,
         },
         runtime_host: a.runtime_host,
         runtime_port: a.runtime_port,
@@ -107,6 +116,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         model_size_multiplier: a.modelsize_multiplier,
         runtime_version: a.runtime_version,
         limit_per_model_concurrency: a.limit_per_model_concurrency,
+        llm_context_tokens: a.llm_context_tokens,
         root_model_dir: a.root_model_dir,
         use_embedded_puller: a.use_embedded_puller,
         storage_config_dir: a.storage_config_dir,

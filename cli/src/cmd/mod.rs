@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod bench;
+pub mod chat;
 pub mod controller;
 pub mod infer;
 pub mod runtime;

@@ -72,6 +72,10 @@ pub struct Args {
     /// Port of the runtime's inference endpoint, if not the ModelRuntime port.
     #[arg(long, env = "INTERNAL_SERVING_GRPC_PORT")]
     pub internal_serving_grpc_port: Option<u16>,
+    /// Port of the runtime's HTTP API for the OpenAI routes (an LLM runtime: llama.cpp's
+    /// router); unset: OpenAI calls this pod serves are refused.
+    #[arg(long, env = "INTERNAL_SERVING_HTTP_PORT")]
+    pub internal_serving_http_port: Option<u16>,
     /// Unix socket of the runtime's inference endpoint (wins over the port).
     #[arg(long, env = "INTERNAL_SERVING_GRPC_SOCKET_PATH", value_name = "PATH")]
     pub internal_serving_grpc_socket: Option<std::path::PathBuf>,
@@ -317,6 +321,9 @@ impl Args {
                     .internal_serving_grpc_port
                     .map(|p| format!("{}:{p}", self.runtime_host)),
             },
+            runtime_http: self
+                .internal_serving_http_port
+                .map(|p| format!("{}:{p}", self.runtime_host)),
             default_vmodel_owner: self.default_vmodel_owner.clone(),
             load_failure_expiry: Duration::from_millis(self.load_failure_expiry_ms),
             dataplane,

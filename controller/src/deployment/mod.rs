@@ -64,6 +64,8 @@ struct Endpoints {
     grpc: String,
     /// Inference.
     data: String,
+    /// The runtime's HTTP inference API (`httpDataEndpoint`: an LLM runtime's OpenAI routes).
+    http: String,
     /// The unix socket either one uses, if any.
     unix: Option<String>,
 }
@@ -72,10 +74,16 @@ impl Endpoints {
     fn of(spec: &ServingRuntimeSpec) -> Self {
         let grpc = spec.grpc_endpoint.clone().unwrap_or_default();
         let data = spec.grpc_data_endpoint.clone().unwrap_or_default();
+        let http = spec.http_data_endpoint.clone().unwrap_or_default();
         let unix = endpoint_socket(&grpc)
             .or_else(|| endpoint_socket(&data))
             .map(str::to_owned);
-        Endpoints { grpc, data, unix }
+        Endpoints {
+            grpc,
+            data,
+            http,
+            unix,
+        }
     }
 
     /// The socket's directory, shared by the runtime and the sidecar.

@@ -53,6 +53,10 @@ fn mesh_env(rt: &RuntimeInput, cfg: &Config, ep: &Endpoints) -> Vec<EnvVar> {
         (None, Some(s)) => set(env("INTERNAL_SERVING_GRPC_SOCKET_PATH", s)),
         _ => {}
     }
+    // Only the mesh calls a runtime's HTTP API for OpenAI routes (KServe REST goes over gRPC).
+    if let Some(p) = endpoint_port(&ep.http) {
+        set(env("INTERNAL_SERVING_HTTP_PORT", p.to_string()));
+    }
     match (endpoint_port(&ep.grpc), endpoint_socket(&ep.grpc)) {
         (Some(p), _) => set(env("INTERNAL_GRPC_PORT", p.to_string())),
         (None, Some(s)) => set(env("INTERNAL_GRPC_SOCKET_PATH", s)),

@@ -15,6 +15,7 @@ use crate::limits::CopyPermit;
 use crate::runtime::errors::{connection_lost, model_vanished, stream_reply_vanished};
 use bytes::Bytes;
 use futures::StreamExt;
+use modelmesh_proto::openai;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Code, Status};
@@ -31,7 +32,7 @@ pub enum Commit {
 }
 
 /// How a runtime call failed.
-enum RuntimeFailure {
+pub(super) enum RuntimeFailure {
     /// The runtime no longer has the model.
     Vanished(Status),
     /// The runtime is down or unreachable.
@@ -76,6 +77,14 @@ impl Router {
             loaded = false;
             let permit = self.limits.enter_copy(id).map_err(Failure::CopyFull)?;
             let result = match call {
+                _ if openai::is_openai(req.method) => {
+                    if !self.mesh.local.runtime_info().method_infos.contains_key(req.method) {
+                        return Err(Failure::Fatal(Status::unimplemented(format!(
+                            "model {id} is not served by an LLM runtime: its runtime has no OpenAI API"
+                        ))));
+                    }
+                    self.runtime_http(req, call.first(), id, permit).await
+                }
                 Call::Unary(body) => self.runtime_unary(req, body, id, permit).await,
                 Call::Stream(inbound) => {
                     self.runtime_stream(req, inbound, id, permit, commit).await

@@ -21,6 +21,7 @@ use tonic::{Code, Status};
 mod cluster;
 mod forward;
 mod here;
+mod http;
 mod inbound;
 mod outcome;
 mod rehome;
@@ -34,13 +35,20 @@ pub use outcome::Failure;
 use request::Req;
 pub use request::{Target, find_target, parse_timeout};
 pub use scaleup::DEFAULT_SCALEUP_RPM;
+pub use http::HttpRuntime;
 pub use served::{Held, Served};
 
 /// How long a new stream may wait before its first message.
 pub const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Methods proxied as streams by default (`MM_STREAMING_METHODS` adds more): KServe v2's.
-pub const DEFAULT_STREAMING_METHODS: &[&str] = &[crate::runtime::errors::STREAM_INFER];
+/// Methods proxied as streams by default (`MM_STREAMING_METHODS` adds more): KServe v2's, and
+/// the OpenAI routes (their answers are streams of bytes, server-sent events or one JSON).
+pub const DEFAULT_STREAMING_METHODS: &[&str] = &[
+    crate::runtime::errors::STREAM_INFER,
+    modelmesh_proto::openai::CHAT_COMPLETIONS,
+    modelmesh_proto::openai::COMPLETIONS,
+    modelmesh_proto::openai::EMBEDDINGS,
+];
 
 /// One call: a unary request, or a stream of them.
 pub(crate) enum Call {
@@ -77,6 +85,7 @@ pub struct Router {
     scaleup_rpm: u64,
     limits: Arc<Limits>,
     streaming: HashSet<String>,
+    http_runtime: Option<HttpRuntime>,
 }
 
 impl Router {
@@ -93,7 +102,14 @@ impl Router {
                 .iter()
                 .map(|m| m.to_string())
                 .collect(),
+            http_runtime: None,
         }
+    }
+
+    /// Sends OpenAI calls served here to the runtime's HTTP API (an LLM runtime).
+    pub fn with_http_runtime(mut self, rt: HttpRuntime) -> Self {
+        self.http_runtime = Some(rt);
+        self
     }
 
     /// Sets the request limits (in flight per pod and per copy).
@@ -203,6 +219,34 @@ impl Router {
                 ));
             }
         };
+        self.stream_call(method, md, Inbound::new(first, inbound), hop, started)
+            .await
+    }
+
+    /// Routes one OpenAI call (`mmesh.OpenAI/...`, its JSON body) entering this pod: the answer
+    /// comes back as the runtime's bytes as they arrive, its HTTP status and content type in
+    /// the metadata ([`modelmesh_proto::openai::STATUS_HEADER`]).
+    pub async fn openai(
+        &self,
+        method: &str,
+        md: MetadataMap,
+        body: Bytes,
+    ) -> Result<tonic::Response<Held>, Status> {
+        let started = Instant::now();
+        let inbound = Inbound::new(body, futures::stream::empty());
+        self.stream_call(method, md, inbound, Hop::External, started)
+            .await
+    }
+
+    /// A stream's routing once its first message is here: the pod's permit, then the copy.
+    async fn stream_call(
+        &self,
+        method: &str,
+        md: MetadataMap,
+        inbound: Inbound,
+        hop: Hop,
+        started: Instant,
+    ) -> Result<tonic::Response<Held>, Status> {
         let label = crate::metrics::method_label(method);
         let record = move |code: Code| {
             metrics::histogram!("modelmesh_api_request_milliseconds", "method" => label, "code" => crate::metrics::code_label((code != Code::Ok).then_some(code)))
@@ -215,7 +259,7 @@ impl Router {
                 return Err(answer(Failure::PodFull(s), hop));
             }
         };
-        let call = Call::Stream(Inbound::new(first, inbound));
+        let call = Call::Stream(inbound);
         match self.serve(method, &md, &call, hop).await {
             Ok(Served::Stream(rmd, held)) => {
                 let mut resp = tonic::Response::new(held.hold(permit).on_end(record));
@@ -249,7 +293,10 @@ impl Router {
             return Err(not_permitted());
         }
         let info = self.mesh.local.runtime_info();
-        if !info.method_infos.is_empty()
+        // An OpenAI call may enter any pod; the one serving it checks its runtime has the API.
+        let routed_on = hop == Hop::External && modelmesh_proto::openai::is_openai(method);
+        if !routed_on
+            && !info.method_infos.is_empty()
             && !info.allow_any_method
             && !info.method_infos.contains_key(method)
         {

@@ -40,6 +40,22 @@ pub fn stream_reply_vanished(method: &str, reply: &[u8]) -> Option<String> {
         .then_some(text)
 }
 
+/// Whether an HTTP runtime's error answer says it does not hold the model: llama.cpp's router
+/// answers 400 "model is not loaded" for a model whose process is gone (or was never started)
+/// and 400 "model 'x' not found" for one it does not list.
+pub fn http_model_vanished(status: u16, message: &str) -> bool {
+    (status == 400 || status == 404)
+        && (message == "model is not loaded"
+            || (message.starts_with("model '") && message.ends_with("' not found")))
+}
+
+/// Whether an HTTP runtime's error answer means it could not reach the model's process (the
+/// process is dying or its port is gone): the runtime is down for this model, not the request
+/// wrong.
+pub fn http_model_unreachable(status: u16, message: &str) -> bool {
+    status >= 500 && message.starts_with("proxy error")
+}
+
 /// A failed SPI call as the mesh's error: a lost connection or UNAVAILABLE is the runtime being
 /// down (retryable elsewhere), anything else the runtime's own answer.
 pub fn runtime_err(what: &str, id: &str, s: tonic::Status) -> MeshError {
@@ -61,6 +77,19 @@ pub fn runtime_err(what: &str, id: &str, s: tonic::Status) -> MeshError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llama_cpp_router_words() {
+        assert!(http_model_vanished(400, "model is not loaded"));
+        assert!(http_model_vanished(400, "model 'm-1' not found"));
+        assert!(!http_model_vanished(400, "'messages' is required"));
+        assert!(!http_model_vanished(500, "model is not loaded"));
+        assert!(http_model_unreachable(
+            500,
+            "proxy error: Could not establish connection"
+        ));
+        assert!(!http_model_unreachable(400, "proxy error: x"));
+    }
 
     #[test]
     fn a_lost_model_in_each_runtimes_words() {

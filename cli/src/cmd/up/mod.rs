@@ -1,6 +1,8 @@
 //! `modelmesh up`: a whole mesh on a laptop, in one process: the embedded KV store, the mesh,
-//! `modelmesh runtime` and the Triton adapter, serving the Predictors in a directory.
+//! `modelmesh runtime` and the Triton adapter, serving the Predictors in a directory; with
+//! llama.cpp's `llama-server` installed, an LLM instance too (llm.rs).
 
+mod llm;
 mod predictor;
 mod watch;
 
@@ -24,7 +26,10 @@ use std::time::Duration;
 Every Predictor YAML (serving.kserve.io/v1alpha1) in --predictors is registered as a vmodel named after the \
 predictor; spec.storage.path is relative to --models. Files added, changed or removed are picked up within a \
 second; an invalid file is reported (log and `modelmesh status`) and skipped. gRPC (--grpc-port) serves the \
-mmesh.ModelMesh API and KServe v2 inference (model_name alone routes); REST (--rest-port) serves KServe v2 JSON."
+mmesh.ModelMesh API and KServe v2 inference (model_name alone routes); REST (--rest-port) serves KServe v2 JSON \
+and the OpenAI API (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models). When llama.cpp's \
+llama-server is found (--llama-server, MODELMESH_LLAMA_SERVER or PATH), one more instance runs it in router mode \
+and serves the Predictors with modelFormat gguf (an LLM each), loading and evicting them within --llm-memory."
 )]
 pub struct Args {
     /// Directory of Predictor YAML files.
@@ -71,6 +76,17 @@ pub struct Args {
     /// Prometheus port (0 = off).
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
+    /// llama.cpp's llama-server binary, for GGUF Predictors (default: $MODELMESH_LLAMA_SERVER,
+    /// else `llama-server` on PATH; none: no LLM instance).
+    #[arg(long, value_name = "PATH")]
+    llama_server: Option<PathBuf>,
+    /// Memory for LLMs on the LLM instance: bytes or a size with a unit. Each takes its GGUF
+    /// file, its KV cache for --llm-context tokens and about 64 MiB.
+    #[arg(long, default_value = "2Gi", value_parser = modelmesh_settings::size::parse)]
+    llm_memory: u64,
+    /// Tokens of context each LLM is loaded with (llama-server's -c).
+    #[arg(long, default_value_t = 2048)]
+    llm_context: u64,
 }
 
 async fn local_listener() -> anyhow::Result<tokio::net::TcpListener> {
@@ -113,11 +129,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // One store shared by every instance, as pods of one cluster share etcd.
     let store = modelmesh_mesh::sidecar::connect_kv(&kv).await?;
     let n = a.instances.max(1);
+    let llama_bin = llm::find(a.llama_server.as_deref())?;
+    // Every instance, the LLM one too: with more than one, they talk over the internal hop.
+    let total = n + usize::from(llama_bin.is_some());
     let mut sidecars = Vec::new();
     for i in 0..n {
         let pod = Pod {
             index: i,
-            count: n,
+            count: total,
             id: if n > 1 {
                 format!("{base_name}-{i}")
             } else {
@@ -128,7 +147,38 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             cfgdir: &cfgdir,
             kv: &kv,
         };
-        sidecars.push(start_pod(&a, pod, store.clone(), stop_rx.clone()).await?);
+        sidecars.push(start_pod(&a, pod, store.clone(), stop_rx.clone(), None).await?);
+    }
+    // The LLM instance, with its llama-server (stopped when `up` returns).
+    let mut _llama = None;
+    match llama_bin {
+        Some(bin) => {
+            let root = work.join(format!("instance-{n}")).join("models");
+            let dir = root.join(ServerType::Llamacpp.layout_subdir());
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            eprintln!("modelmesh up: starting {} for GGUF models", bin.display());
+            let server = llm::LlamaServer::start(&bin, &dir, a.llm_context, &work).await?;
+            eprintln!(
+                "modelmesh up: llama-server on 127.0.0.1:{} (log: {})",
+                server.port,
+                server.log.display()
+            );
+            let pod = Pod {
+                index: n,
+                count: total,
+                id: format!("{base_name}-llm"),
+                shared,
+                work: &work,
+                cfgdir: &cfgdir,
+                kv: &kv,
+            };
+            let port = server.port;
+            _llama = Some(server);
+            sidecars.push(start_pod(&a, pod, store.clone(), stop_rx.clone(), Some(port)).await?);
+        }
+        None => eprintln!(
+            "modelmesh up: llama-server not found (--llama-server, MODELMESH_LLAMA_SERVER or PATH): Predictors with modelFormat gguf will not load"
+        ),
     }
     let sidecar = sidecars.remove(0);
     for (i, other) in sidecars.into_iter().enumerate() {
@@ -201,7 +251,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             };
             if vms
                 .iter()
-                .all(|(_, vm)| here(&vm.active) || ((n > 1 || shared) && loaded(&vm.active)))
+                .all(|(_, vm)| here(&vm.active) || loaded(&vm.active))
             {
                 let copies: usize = loaded_mesh
                     .registry
@@ -295,12 +345,14 @@ struct Pod<'a> {
     kv: &'a KvConfig,
 }
 
-/// Starts one instance: its runtime, its adapter and its mesh sidecar.
+/// Starts one instance: its runtime (`modelmesh runtime`, or the llama-server on `llm_port`),
+/// its adapter and its mesh sidecar.
 async fn start_pod(
     a: &Args,
     pod: Pod<'_>,
     store: Arc<dyn modelmesh_mesh::kv::KvStore>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
+    llm_port: Option<u16>,
 ) -> anyhow::Result<Sidecar> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -309,32 +361,41 @@ async fn start_pod(
         .work
         .join(format!("instance-{}", pod.index))
         .join("models");
-    std::fs::create_dir_all(root.join("_triton_models"))
-        .with_context(|| format!("creating {}", root.display()))?;
-    let runtime = BoundRuntime::bind(RuntimeConfig {
-        model_repository: root.join("_triton_models"),
-        grpc_addr: "127.0.0.1:0".parse()?,
-        http_addr: None,
-        load_models: vec![],
-        grpc_socket: None,
-        faults: Default::default(),
-    })
-    .await?;
-    let runtime_port = runtime
-        .grpc_addr()
-        .map(|a| a.port())
-        .context("runtime port")?;
-    let rt_stop = stopped(stop_rx.clone());
-    tokio::spawn(async move {
-        if let Err(e) = runtime.serve(rt_stop).await {
-            tracing::error!(error = %e, "runtime stopped");
+    let (server_type, runtime_port, memory) = match llm_port {
+        Some(port) => (ServerType::Llamacpp, port, a.llm_memory),
+        None => {
+            std::fs::create_dir_all(root.join("_triton_models"))
+                .with_context(|| format!("creating {}", root.display()))?;
+            let runtime = BoundRuntime::bind(RuntimeConfig {
+                model_repository: root.join("_triton_models"),
+                grpc_addr: "127.0.0.1:0".parse()?,
+                http_addr: None,
+                load_models: vec![],
+                grpc_socket: None,
+                faults: Default::default(),
+            })
+            .await?;
+            let runtime_port = runtime
+                .grpc_addr()
+                .map(|a| a.port())
+                .context("runtime port")?;
+            let rt_stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = runtime.serve(rt_stop).await {
+                    tracing::error!(error = %e, "runtime stopped");
+                }
+            });
+            (ServerType::Triton, runtime_port, a.memory)
         }
-    });
+    };
     let adapter = modelmesh_adapters::build(AdapterConfig {
-        server_type: ServerType::Triton,
+        server_type,
         runtime_host: "127.0.0.1".into(),
         runtime_port,
-        container_mem_req_bytes: i64::try_from(a.memory).unwrap_or(i64::MAX),
+        container_mem_req_bytes: i64::try_from(memory).unwrap_or(i64::MAX),
+        llm_context_tokens: a.llm_context,
+        // An LLM's first load (a new model process) takes longer than an ONNX model's.
+        loadtime_timeout_ms: if llm_port.is_some() { 120_000 } else { 30_000 },
         mem_buffer_bytes: 0,
         root_model_dir: root.clone(),
         use_embedded_puller: true,
@@ -378,7 +439,11 @@ async fn start_pod(
         management_addr: None,
         management_on_grpc_port: true,
         runtime_mgmt: format!("127.0.0.1:{adapter_port}"),
-        runtime_data: Some(format!("127.0.0.1:{runtime_port}")),
+        // An LLM runtime serves inference over HTTP only (runtime_http).
+        runtime_data: llm_port
+            .is_none()
+            .then(|| format!("127.0.0.1:{runtime_port}")),
+        runtime_http: llm_port.map(|p| format!("127.0.0.1:{p}")),
         default_vmodel_owner: String::new(),
         load_failure_expiry: Duration::from_secs(30),
         dataplane: DataplaneConfig::kserve_v2(),
@@ -397,8 +462,15 @@ async fn start_pod(
         proactive_every: Some(Duration::from_secs(60)),
         janitor_every: Duration::from_secs(60),
         shutdown_timeout: Duration::from_secs(30),
-        labels: Vec::new(),
-        constraints: Default::default(),
+        labels: vec![
+            (if llm_port.is_some() {
+                llm::GGUF_TYPE
+            } else {
+                llm::DEFAULT_LABEL
+            })
+            .to_string(),
+        ],
+        constraints: llm::constraints(),
         probe_addr: None,
         prestop_addr: None,
         metrics_addr: (a.metrics_port != 0 && pod.index == 0)

@@ -1,0 +1,258 @@
+//! Serving an OpenAI call on this pod: the runtime speaks HTTP (llama.cpp's router), so the call
+//! is posted there with the concrete model id in the body's `model` field, and the answer's
+//! bytes come back as a stream as they arrive (server-sent events stay events, never buffered).
+//! The answer's HTTP status and content type travel as response metadata, across the internal
+//! hop too. An error answer that says the runtime lost the model is a vanished model (reloaded
+//! here, as for gRPC runtimes); one that cannot reach the model's process is the runtime down.
+
+use super::here::RuntimeFailure;
+use super::request::Req;
+use super::served::{Held, Served};
+use super::Router;
+use crate::limits::CopyPermit;
+use crate::runtime::errors::{http_model_unreachable, http_model_vanished};
+use bytes::Bytes;
+use futures::StreamExt;
+use modelmesh_proto::openai;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+/// The most of an error answer read from the runtime (its message is all that is kept).
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// A runtime's HTTP endpoint for OpenAI calls.
+#[derive(Debug, Clone)]
+pub struct HttpRuntime {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl HttpRuntime {
+    /// The runtime at `addr` (`host:port`).
+    pub fn new(addr: &str) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // The runtime is in this pod; a proxy from the environment must not see its traffic.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("HTTP client for the runtime: {e}"))?;
+        Ok(HttpRuntime {
+            base: format!("http://{addr}"),
+            client,
+        })
+    }
+}
+
+/// The `model` field of a JSON object body replaced by `id`, the rest as it was (each other
+/// field is kept as its raw text). `None`: the body is not a JSON object.
+pub fn with_model(body: &[u8], id: &str) -> Option<Vec<u8>> {
+    let mut fields: Vec<(String, &serde_json::value::RawValue)> =
+        serde_json::from_slice::<fields::Fields<'_>>(body).ok()?.0;
+    let model = serde_json::value::to_raw_value(id).ok()?;
+    fields.retain(|(k, _)| k != "model");
+    let mut out = Vec::with_capacity(body.len() + id.len() + 16);
+    out.extend_from_slice(b"{\"model\":");
+    out.extend_from_slice(model.get().as_bytes());
+    for (k, v) in fields {
+        out.push(b',');
+        out.extend_from_slice(serde_json::to_string(&k).ok()?.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+mod fields {
+    //! An object's fields in order, values unparsed.
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    pub struct Fields<'a>(pub Vec<(String, &'a RawValue)>);
+
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                    let mut v = Vec::new();
+                    while let Some((k, val)) = m.next_entry::<String, &'de RawValue>()? {
+                        v.push((k, val));
+                    }
+                    Ok(Fields(v))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+}
+
+/// The error text of a runtime's error answer (`{"error": {"message": ...}}`, else the text).
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(a) => a.error.message,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Response metadata saying what the runtime answered.
+fn answer_metadata(status: u16, content_type: Option<&str>) -> MetadataMap {
+    let mut md = MetadataMap::new();
+    if let Ok(v) = status.to_string().parse() {
+        md.insert(openai::STATUS_HEADER, v);
+    }
+    if let Some(v) = content_type.and_then(|c| c.parse().ok()) {
+        md.insert(openai::CONTENT_TYPE_HEADER, v);
+    }
+    md
+}
+
+impl Router {
+    /// Posts the OpenAI call to the runtime's HTTP API and hands back its answer as a stream.
+    pub(super) async fn runtime_http(
+        &self,
+        req: &Req<'_>,
+        body: &Bytes,
+        id: &str,
+        permit: CopyPermit,
+    ) -> Result<Served, RuntimeFailure> {
+        let Some(rt) = &self.http_runtime else {
+            return Err(RuntimeFailure::Other(Status::unimplemented(format!(
+                "the runtime of instance {} serves no OpenAI API (it is not an LLM runtime)",
+                self.mesh.local.instance_id()
+            ))));
+        };
+        let Some(path) = openai::http_path(req.method) else {
+            return Err(RuntimeFailure::Other(Status::unimplemented(format!(
+                "unknown OpenAI route {}",
+                req.method
+            ))));
+        };
+        let payload = with_model(body, id).ok_or_else(|| {
+            RuntimeFailure::Other(Status::invalid_argument("the body is not a JSON object"))
+        })?;
+        let mut post = rt
+            .client
+            .post(format!("{}{path}", rt.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(payload);
+        if let Some(d) = req.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RuntimeFailure::Other(Status::deadline_exceeded(
+                    "the deadline expired before the runtime was called",
+                )));
+            }
+            post = post.timeout(left);
+        }
+        let started = Instant::now();
+        let resp = post.send().await.map_err(|e| {
+            RuntimeFailure::Down(Status::unavailable(format!(
+                "the runtime's HTTP API is not reachable: {e}"
+            )))
+        })?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status >= 400 {
+            let mut text = Vec::new();
+            let mut chunks = resp.bytes_stream();
+            while let Some(Ok(c)) = chunks.next().await {
+                let room = MAX_ERROR_BODY.saturating_sub(text.len());
+                text.extend_from_slice(&c[..c.len().min(room)]);
+                if text.len() >= MAX_ERROR_BODY {
+                    break;
+                }
+            }
+            let message = error_message(&text);
+            if http_model_vanished(status, &message) {
+                return Err(RuntimeFailure::Vanished(Status::not_found(format!(
+                    "the runtime does not hold model {id}: {message}"
+                ))));
+            }
+            if http_model_unreachable(status, &message) {
+                return Err(RuntimeFailure::Down(Status::unavailable(format!(
+                    "the runtime cannot reach model {id}'s process: {message}"
+                ))));
+            }
+            // The runtime's own answer to this request (a bad field, a too long prompt).
+            drop(permit);
+            let md = answer_metadata(status, content_type.as_deref());
+            let once = futures::stream::iter([Ok(Bytes::from(text))]).boxed();
+            return Ok(Served::Stream(md, Held::new(once)));
+        }
+        let label = crate::metrics::method_label(req.method);
+        let record = move |_| {
+            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => label)
+                .record(started.elapsed().as_secs_f64() * 1e3);
+        };
+        let chunks = resp
+            .bytes_stream()
+            .map(|c| {
+                c.map_err(|e| {
+                    Status::unavailable(format!("the runtime's answer broke off: {e}"))
+                })
+            })
+            .boxed();
+        // Dropping the stream (the client went away) drops the runtime's connection, which
+        // cancels its request and frees its slot.
+        Ok(Served::Stream(
+            answer_metadata(status, content_type.as_deref()),
+            Held::new(chunks).hold(permit).on_end(record),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_field_is_replaced_and_the_rest_kept() {
+        let out = with_model(
+            br#"{"messages":[{"role":"user","content":"hi \"x\""}],"model":"vm","stream":true}"#,
+            "m-1",
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "m-1");
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["messages"][0]["content"], "hi \"x\"");
+        let out = with_model(br#"{"prompt":"p"}"#, "a\"b").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "a\"b");
+        assert!(with_model(b"[1,2]", "m").is_none());
+        assert!(with_model(b"{", "m").is_none());
+    }
+
+    #[test]
+    fn error_text_from_json_or_plain() {
+        assert_eq!(
+            error_message(br#"{"error":{"code":400,"message":"model is not loaded"}}"#),
+            "model is not loaded"
+        );
+        assert_eq!(
+            error_message(b"proxy error: Could not establish connection"),
+            "proxy error: Could not establish connection"
+        );
+    }
+}
