@@ -27,7 +27,9 @@ pub enum GgufError {
     #[error("the GGUF metadata has no {0}")]
     Missing(String),
     /// The file is shorter than its tensors need (a truncated copy or download).
-    #[error("the file ends before its tensor data: the header places tensors up to byte {need}, the file has {have} bytes (a truncated copy or download?)")]
+    #[error(
+        "the file ends before its tensor data: the header places tensors up to byte {need}, the file has {have} bytes (a truncated copy or download?)"
+    )]
     TensorsMissing {
         /// The least size the header implies.
         need: u64,
@@ -158,7 +160,9 @@ impl<R: Read + Seek> Reader<R> {
     fn string(&mut self, max: u64) -> Result<String, GgufError> {
         let n = self.len(max, "a string length")?;
         let mut buf = vec![0u8; n as usize];
-        self.r.read_exact(&mut buf).map_err(|_| GgufError::Truncated)?;
+        self.r
+            .read_exact(&mut buf)
+            .map_err(|_| GgufError::Truncated)?;
         self.count(n)?;
         String::from_utf8(buf).map_err(|_| GgufError::Malformed("a string is not UTF-8".into()))
     }
@@ -192,7 +196,9 @@ impl<R: Read + Seek> Reader<R> {
                 let n = self.len(MAX_STRING_BYTES, "a string length")?;
                 if n <= 256 {
                     let mut buf = vec![0u8; n as usize];
-                    self.r.read_exact(&mut buf).map_err(|_| GgufError::Truncated)?;
+                    self.r
+                        .read_exact(&mut buf)
+                        .map_err(|_| GgufError::Truncated)?;
                     self.count(n)?;
                     String::from_utf8(buf).map_or(Val::Other, Val::Str)
                 } else {
@@ -303,7 +309,8 @@ pub fn read_from<R: Read + Seek>(r: R) -> Result<GgufInfo, GgufError> {
         .filter(|a| *a > 0 && *a <= 1 << 20)
         .unwrap_or(32);
     let data_start = r.read.div_ceil(alignment).saturating_mul(alignment);
-    let min_file_bytes = last_offset.map_or(r.read, |o| data_start.saturating_add(o).saturating_add(1));
+    let min_file_bytes =
+        last_offset.map_or(r.read, |o| data_start.saturating_add(o).saturating_add(1));
     let architecture = strings
         .iter()
         .find(|(k, _)| k == "general.architecture")
@@ -313,7 +320,8 @@ pub fn read_from<R: Read + Seek>(r: R) -> Result<GgufInfo, GgufError> {
         let key = format!("{architecture}.{name}");
         ints.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     };
-    let need = |name: &str| int(name).ok_or_else(|| GgufError::Missing(format!("{architecture}.{name}")));
+    let need =
+        |name: &str| int(name).ok_or_else(|| GgufError::Missing(format!("{architecture}.{name}")));
     let block_count = need("block_count")?;
     let context_length = need("context_length")?;
     let embedding = need("embedding_length")?;
@@ -388,8 +396,14 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_model() {
-        assert_eq!(read_from(Cursor::new(b"PK\x03\x04....".to_vec())), Err(GgufError::NotGguf));
-        assert_eq!(read_from(Cursor::new(b"GG".to_vec())), Err(GgufError::NotGguf));
+        assert_eq!(
+            read_from(Cursor::new(b"PK\x03\x04....".to_vec())),
+            Err(GgufError::NotGguf)
+        );
+        assert_eq!(
+            read_from(Cursor::new(b"GG".to_vec())),
+            Err(GgufError::NotGguf)
+        );
         let mut v = header(0, |_| {});
         v.truncate(60);
         assert_eq!(read_from(Cursor::new(v)), Err(GgufError::Truncated));
@@ -405,19 +419,28 @@ mod tests {
             out.extend_from_slice(&T_STRING.to_le_bytes());
             out.extend_from_slice(&u64::MAX.to_le_bytes());
         });
-        assert!(matches!(read_from(Cursor::new(v)), Err(GgufError::Malformed(_))));
+        assert!(matches!(
+            read_from(Cursor::new(v)),
+            Err(GgufError::Malformed(_))
+        ));
         let v = header(1, |out| {
             s(out, "many");
             out.extend_from_slice(&T_ARRAY.to_le_bytes());
             out.extend_from_slice(&T_U8.to_le_bytes());
             out.extend_from_slice(&(1u64 << 40).to_le_bytes());
         });
-        assert!(matches!(read_from(Cursor::new(v)), Err(GgufError::Malformed(_))));
+        assert!(matches!(
+            read_from(Cursor::new(v)),
+            Err(GgufError::Malformed(_))
+        ));
         let mut v = b"GGUF".to_vec();
         v.extend_from_slice(&3u32.to_le_bytes());
         v.extend_from_slice(&0u64.to_le_bytes());
         v.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(read_from(Cursor::new(v)), Err(GgufError::Malformed(_))));
+        assert!(matches!(
+            read_from(Cursor::new(v)),
+            Err(GgufError::Malformed(_))
+        ));
     }
 
     #[test]

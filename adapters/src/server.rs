@@ -255,10 +255,15 @@ impl Adapter {
         if let Some(d) = key.disk_size_bytes() {
             return Ok(self.cfg.size_for_disk(Some(d)));
         }
-        if self.cfg.server_type == ServerType::Llamacpp
-            && self.puller.is_none()
-            && !req.model_path.is_empty()
-            && let Ok(info) = gguf_of(Path::new(&req.model_path))
+        // An LLM's size is its GGUF header's: read where the file is mounted (a PVC, a local
+        // directory) or local already; a file still to be fetched gets the default.
+        let llm_file = match &self.puller {
+            _ if self.cfg.server_type != ServerType::Llamacpp || req.model_path.is_empty() => None,
+            Some(p) => p.mounted_path(&req.model_path, &key),
+            None => Some(PathBuf::from(&req.model_path)),
+        };
+        if let Some(file) = llm_file
+            && let Ok(info) = gguf_of(&file)
         {
             return Ok(llm_size(
                 &info,
@@ -375,18 +380,25 @@ fn gguf_of(path: &Path) -> Result<crate::gguf::GgufInfo, AdapterError> {
         let files: Vec<PathBuf> = layout::entries(path)?
             .into_iter()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+            })
             .collect();
         layout::llamacpp::model_file(&files)
             .cloned()
-            .ok_or_else(|| AdapterError::invalid(format!("{} holds no .gguf model file", path.display())))?
+            .ok_or_else(|| {
+                AdapterError::invalid(format!("{} holds no .gguf model file", path.display()))
+            })?
     } else {
         path.to_path_buf()
     };
     crate::gguf::read(&file).map_err(|e| {
         AdapterError::invalid(format!(
             "{} is not a usable GGUF model: {e}",
-            file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ))
     })
 }

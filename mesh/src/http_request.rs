@@ -181,4 +181,3 @@ pub struct BodyLimit {
     pub(crate) budget: Arc<tokio::sync::Semaphore>,
     pub(crate) budget_kib: usize,
 }
-

@@ -2,7 +2,9 @@
 //! gRPC port: `{name}` is a vmodel id, or a model id when the `mm-model-id` header is set;
 //! other `mm-*` headers become gRPC metadata.
 
-use crate::http_request::{BodyLimit, body_budget, budget_full, drain, http_code, metadata, read_body};
+use crate::http_request::{
+    BodyLimit, body_budget, budget_full, drain, http_code, metadata, read_body,
+};
 use crate::route::Router;
 use axum::Json;
 use axum::body::Bytes;

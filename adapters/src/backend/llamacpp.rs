@@ -98,12 +98,7 @@ impl State {
 fn error_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            v.get("error")?
-                .get("message")?
-                .as_str()
-                .map(str::to_owned)
-        })
+        .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| body.chars().take(300).collect())
 }
 
@@ -170,10 +165,15 @@ impl LlamaCpp {
     }
 
     async fn state_of(&self, id: &str) -> Result<Option<(State, Option<u64>)>, Status> {
-        Ok(self.models(false).await?.into_iter().find(|e| e.id == id).map(|e| {
-            let n_ctx = e.meta.as_ref().and_then(|m| m.n_ctx);
-            (e.state(), n_ctx)
-        }))
+        Ok(self
+            .models(false)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| {
+                let n_ctx = e.meta.as_ref().and_then(|m| m.n_ctx);
+                (e.state(), n_ctx)
+            }))
     }
 
     /// `POST /models/<op>` for `id`: the HTTP status and the router's message.
@@ -214,7 +214,11 @@ impl ModelServer for LlamaCpp {
         let body = self.text(resp).await?;
         Ok(serde_json::from_str::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("build_info")?.as_str().map(|s| format!("llama.cpp {s}")))
+            .and_then(|v| {
+                v.get("build_info")?
+                    .as_str()
+                    .map(|s| format!("llama.cpp {s}"))
+            })
             .unwrap_or_default())
     }
 
@@ -306,7 +310,11 @@ impl ModelServer for LlamaCpp {
     }
 
     async fn context_tokens(&self, model_id: &str) -> Option<u64> {
-        self.state_of(model_id).await.ok().flatten().and_then(|(_, n)| n)
+        self.state_of(model_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(_, n)| n)
     }
 }
 

@@ -9,7 +9,8 @@ use crate::puller::remove_all;
 use std::path::{Path, PathBuf};
 
 fn is_gguf(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// The file holding the model's own weights in a directory of GGUF files: not a projector or
@@ -130,10 +131,14 @@ mod tests {
 
     #[test]
     fn the_first_shard_is_the_model() {
-        let files: Vec<PathBuf> = ["m-00002-of-00002.gguf", "m-00001-of-00002.gguf", "mmproj.gguf"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let files: Vec<PathBuf> = [
+            "m-00002-of-00002.gguf",
+            "m-00001-of-00002.gguf",
+            "mmproj.gguf",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         assert_eq!(model_file(&files), Some(&files[1]));
     }
 }

@@ -161,6 +161,19 @@ impl Puller {
         })
     }
 
+    /// Where a model on mounted storage (a PVC, or `local` where allowed) is, without pulling
+    /// it; `None` for storage that must be fetched (its size is not known before the pull).
+    pub fn mounted_path(&self, model_path: &str, key: &ModelKey) -> Option<PathBuf> {
+        let cfg = storage_config::resolve(&self.storage_config_dir, key).ok()?;
+        if cfg.kind == "local" && !self.policy.allow_local {
+            return None;
+        }
+        let remote = safe_path::clean_relative(model_path).ok()?;
+        providers::mounted_path(&cfg, &remote, &self.mounts)
+            .ok()
+            .flatten()
+    }
+
     /// Deletes a model's local files (nothing to do if there are none).
     pub fn cleanup(&self, model_id: &str) -> Result<(), AdapterError> {
         validate_model_id(model_id)?;

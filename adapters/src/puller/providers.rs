@@ -346,6 +346,24 @@ async fn fetch_http(
 
 /// Links a file or directory from a mounted root (PVC or local directory), refusing anything
 /// that resolves outside that root.
+/// Where a model on mounted storage (`pvc`, `local`) is, with the same checks as a pull;
+/// `None` for storage that must be fetched.
+pub fn mounted_path(
+    cfg: &StorageConfig,
+    remote: &Path,
+    mounts: &Mounts,
+) -> Result<Option<PathBuf>, AdapterError> {
+    let root = match cfg.kind.as_str() {
+        "pvc" => safe_path::join(&mounts.pvc_root, cfg.require("name")?)?,
+        "local" => PathBuf::from(cfg.require("root")?),
+        _ => return Ok(None),
+    };
+    let src = root.join(remote);
+    let canonical = check_inside(&root, &src)?;
+    check_tree_inside(&root, &src)?;
+    Ok(Some(canonical))
+}
+
 fn link_mounted(root: &Path, remote: &Path, dest: &Path) -> Result<(), AdapterError> {
     let src = root.join(remote);
     let canonical = check_inside(root, &src)?;

@@ -14,7 +14,11 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 /// The HTTP status, OpenAI error type and code for a gRPC code.
 pub fn classify(code: Code) -> (StatusCode, &'static str, Option<&'static str>) {
     match code {
-        Code::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
+        Code::NotFound => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
         Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
             (StatusCode::BAD_REQUEST, "invalid_request_error", None)
         }
@@ -28,11 +32,23 @@ pub fn classify(code: Code) -> (StatusCode, &'static str, Option<&'static str>) 
             "server_error",
             Some("model_unavailable"),
         ),
-        Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("timeout")),
-        Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, "invalid_request_error", Some("not_supported")),
+        Code::DeadlineExceeded => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            Some("timeout"),
+        ),
+        Code::Unimplemented => (
+            StatusCode::NOT_IMPLEMENTED,
+            "invalid_request_error",
+            Some("not_supported"),
+        ),
         Code::PermissionDenied => (StatusCode::FORBIDDEN, "permission_error", None),
         Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication_error", None),
-        Code::Cancelled => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("cancelled")),
+        Code::Cancelled => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("cancelled"),
+        ),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
     }
 }
@@ -48,10 +64,8 @@ pub fn response(s: &Status, param: Option<&str>) -> Response {
     let (status, _, _) = classify(s.code());
     let mut resp = (status, Json(body(s, param))).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER_SECS),
-        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     resp
 }
@@ -79,9 +93,18 @@ mod tests {
         assert_eq!(classify(Code::NotFound).0, StatusCode::NOT_FOUND);
         assert_eq!(classify(Code::NotFound).2, Some("model_not_found"));
         assert_eq!(classify(Code::InvalidArgument).0, StatusCode::BAD_REQUEST);
-        assert_eq!(classify(Code::ResourceExhausted).0, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(classify(Code::Unavailable).0, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(classify(Code::DeadlineExceeded).0, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            classify(Code::ResourceExhausted).0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            classify(Code::Unavailable).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            classify(Code::DeadlineExceeded).0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
         let r = response(&Status::unavailable("loading"), None);
         assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
         let b = body(&Status::not_found("model x not found"), Some("model"));

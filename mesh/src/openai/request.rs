@@ -95,7 +95,13 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(h, Head { model: "chat".into(), stream: true });
+        assert_eq!(
+            h,
+            Head {
+                model: "chat".into(),
+                stream: true
+            }
+        );
         let h = parse(br#"{"model":"m","stream":null}"#, false).unwrap();
         assert!(!h.stream);
         assert_eq!(parse(br#"{"prompt":"x"}"#, true).unwrap().model, "");
@@ -107,14 +113,23 @@ mod tests {
             (&br#"{"messages":[]}"#[..], Some("model"), "provide a model"),
             (br#"{"model":7}"#, Some("model"), "must be a string"),
             (br#"{"model":""}"#, Some("model"), "must not be empty"),
-            (br#"{"model":"m","stream":"yes"}"#, Some("stream"), "true or false"),
+            (
+                br#"{"model":"m","stream":"yes"}"#,
+                Some("stream"),
+                "true or false",
+            ),
             (b"{", None, "not valid JSON"),
             (b"[1]", None, "JSON object"),
             (b"", None, "not valid JSON"),
         ] {
             let e = parse(body, false).unwrap_err();
             assert_eq!(e.param, param, "{}", String::from_utf8_lossy(body));
-            assert!(e.message.contains(words), "{}: {}", String::from_utf8_lossy(body), e.message);
+            assert!(
+                e.message.contains(words),
+                "{}: {}",
+                String::from_utf8_lossy(body),
+                e.message
+            );
         }
     }
 }

@@ -70,6 +70,8 @@ impl Router {
         let me = self.mesh.local.instance_id().to_string();
         let balanced = req.md.get("mm-balanced").and_then(|v| v.to_str().ok()) == Some("true");
         let mut tried = Tried::default();
+        // The load failure that ruled out the pods that recently failed, if any.
+        let mut recent_failure = None;
         // The registry is read once here; a retry reads it again (its state has changed).
         let mut record = self.mesh.registry.get(&id);
         if let Some((rec, _)) = &record {
@@ -156,17 +158,23 @@ impl Router {
                 now_ms: crate::clock::now_ms(),
                 failure_expiry_ms: self.mesh.local.failure_expiry_ms(),
             };
-            if view.recent_failures() >= FAIL_FAST_FAILURES {
-                // Fail fast with the load's own error until the failures expire.
+            let recent = view.recent_failures();
+            if recent > 0 {
                 let msg = rec
                     .fails
                     .values()
                     .map(|f| f.msg.clone())
                     .find(|m| !m.is_empty())
                     .unwrap_or_default();
-                return Err(Failure::LoadFailed(Status::internal(format!(
+                let failed = Failure::LoadFailed(Status::internal(format!(
                     "failed to load model {id}: {msg}"
-                ))));
+                )));
+                if recent >= FAIL_FAST_FAILURES {
+                    // Fail fast with the load's own error until the failures expire.
+                    return Err(failed);
+                }
+                // Said if no pod is left to try (the pods that failed are skipped).
+                recent_failure = Some(failed);
             }
             let decision = decide(&view);
             if let (Some(f), Decision::LoadHere | Decision::ForwardLoad(_)) =
@@ -254,11 +262,15 @@ impl Router {
                 return Err(f);
             }
         }
-        Err(tried.exhausted.or(tried.last).unwrap_or_else(|| {
-            Failure::RuntimeDown(Status::unavailable(format!(
-                "no instance could serve model {id}; retry later"
-            )))
-        }))
+        Err(tried
+            .exhausted
+            .or(tried.last)
+            .or(recent_failure)
+            .unwrap_or_else(|| {
+                Failure::RuntimeDown(Status::unavailable(format!(
+                    "no instance could serve model {id}; retry later"
+                )))
+            }))
     }
 
     /// The model a vmodel names once its old model is gone (read again from the store, once

@@ -78,7 +78,13 @@ impl Router {
             let permit = self.limits.enter_copy(id).map_err(Failure::CopyFull)?;
             let result = match call {
                 _ if openai::is_openai(req.method) => {
-                    if !self.mesh.local.runtime_info().method_infos.contains_key(req.method) {
+                    if !self
+                        .mesh
+                        .local
+                        .runtime_info()
+                        .method_infos
+                        .contains_key(req.method)
+                    {
                         return Err(Failure::Fatal(Status::unimplemented(format!(
                             "model {id} is not served by an LLM runtime: its runtime has no OpenAI API"
                         ))));

@@ -5,18 +5,18 @@
 //! hop too. An error answer that says the runtime lost the model is a vanished model (reloaded
 //! here, as for gRPC runtimes); one that cannot reach the model's process is the runtime down.
 
+use super::Router;
 use super::here::RuntimeFailure;
 use super::request::Req;
 use super::served::{Held, Served};
-use super::Router;
 use crate::limits::CopyPermit;
 use crate::runtime::errors::{http_model_unreachable, http_model_vanished};
 use bytes::Bytes;
 use futures::StreamExt;
 use modelmesh_proto::openai;
 use std::time::{Duration, Instant};
-use tonic::metadata::MetadataMap;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
 /// The most of an error answer read from the runtime (its message is all that is kept).
 const MAX_ERROR_BODY: usize = 1 << 20;
@@ -208,9 +208,7 @@ impl Router {
         let chunks = resp
             .bytes_stream()
             .map(|c| {
-                c.map_err(|e| {
-                    Status::unavailable(format!("the runtime's answer broke off: {e}"))
-                })
+                c.map_err(|e| Status::unavailable(format!("the runtime's answer broke off: {e}")))
             })
             .boxed();
         // Dropping the stream (the client went away) drops the runtime's connection, which

@@ -30,12 +30,12 @@ mod scaleup;
 mod served;
 
 use here::Commit;
+pub use http::HttpRuntime;
 use inbound::Inbound;
 pub use outcome::Failure;
 use request::Req;
 pub use request::{Target, find_target, parse_timeout};
 pub use scaleup::DEFAULT_SCALEUP_RPM;
-pub use http::HttpRuntime;
 pub use served::{Held, Served};
 
 /// How long a new stream may wait before its first message.

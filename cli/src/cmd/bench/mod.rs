@@ -7,6 +7,7 @@ mod churn;
 mod footprint;
 mod forward;
 mod instant_runtime;
+mod llm;
 mod load;
 mod mesh_vs_direct;
 mod mgmt;
@@ -62,6 +63,10 @@ enum Scenario {
     /// delayed; checks that only retryable codes fail, no registration is lost and RSS stays
     /// flat, and prints the longest unavailability of any model.
     Chaos(chaos::Args),
+    /// Token streaming through the mesh (one internal hop) vs straight to llama.cpp's router:
+    /// time to first token, inter-token gap, concurrent tokens per second, and a cache miss vs
+    /// the router's own load (needs scripts/setup-peers.sh's llama-server and tiny models).
+    Llm(llm::Args),
 }
 
 /// Runs the chosen scenario.
@@ -76,5 +81,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Scenario::Scale(a) => scale::run(a).await,
         Scenario::ScaleEtcd(a) => scale_etcd::run(a).await,
         Scenario::Chaos(a) => chaos::run(a).await,
+        Scenario::Llm(a) => llm::run(a).await,
     }
 }

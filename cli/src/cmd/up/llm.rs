@@ -59,11 +59,16 @@ pub struct LlamaServer {
 impl LlamaServer {
     /// Starts `bin` serving the GGUF files the adapter links into `models_dir`, each model with
     /// `ctx` tokens of context, and waits until it answers.
-    pub async fn start(bin: &Path, models_dir: &Path, ctx: u64, work: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        models_dir: &Path,
+        ctx: u64,
+        work: &Path,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let log = work.join("llama-server.log");
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let cache = work.join("llama-cache");
         std::fs::create_dir_all(&cache)?;

@@ -1,0 +1,366 @@
+//! `modelmesh bench llm`: token streaming through the mesh vs straight to llama.cpp's router, in
+//! one run: `modelmesh up` with its LLM instance, the same streaming chat sent alternately to
+//! the mesh's OpenAI API (the REST port of the ONNX instance, so every call crosses the
+//! internal hop, as it does in a cluster) and to the router's own port. Measures time to first
+//! token, the gap between tokens, the tokens per second of concurrent streams, and the time to
+//! answer a model that is not loaded vs the router's own load and first answer.
+
+use super::procs::free_port;
+use super::stats::{Summary, us};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags of `modelmesh bench llm`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// llama.cpp's llama-server (router mode).
+    #[arg(long, default_value = "target/peers/llama/llama-server")]
+    llama_server: PathBuf,
+    /// Directory with alpha.gguf, beta.gguf, gamma.gguf (scripts/peers/make_tiny_gguf.py).
+    #[arg(long, default_value = "target/peers/llm-models")]
+    models: PathBuf,
+    /// Streams per side for the first-token and inter-token figures.
+    #[arg(long, default_value_t = 40)]
+    requests: usize,
+    /// Tokens per stream.
+    #[arg(long, default_value_t = 64)]
+    tokens: u32,
+    /// Concurrent streams for the throughput figure.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Cache-miss samples per side.
+    #[arg(long, default_value_t = 5)]
+    misses: usize,
+}
+
+/// `modelmesh up`, stopped with SIGTERM (so it stops its llama-server) when dropped.
+struct Up {
+    child: Child,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One stream's timings.
+struct Streamed {
+    first: Duration,
+    gaps: Vec<Duration>,
+    tokens: usize,
+}
+
+async fn stream(
+    http: &reqwest::Client,
+    base: &str,
+    model: &str,
+    tokens: u32,
+) -> anyhow::Result<Streamed> {
+    let body = serde_json::json!({
+        "model": model, "stream": true, "temperature": 0, "max_tokens": tokens, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "Tell me about yourself"}],
+    });
+    let t0 = Instant::now();
+    let mut resp = http
+        .post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "{}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let (mut first, mut last, mut gaps, mut n) = (None, None::<Instant>, Vec::new(), 0usize);
+    let mut pending = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = pending.drain(..end + 2).collect();
+            // A token event carries a non-null delta content.
+            if event.windows(21).any(|w| w == b"\"delta\":{\"content\":\"") {
+                let now = Instant::now();
+                n += 1;
+                match last {
+                    None => first = Some(now - t0),
+                    Some(l) => gaps.push(now - l),
+                }
+                last = Some(now);
+            }
+        }
+    }
+    Ok(Streamed {
+        first: first.context("the stream carried no token")?,
+        gaps,
+        tokens: n,
+    })
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(
+        &http.get(url).send().await?.text().await?,
+    )?)
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, v: serde_json::Value) -> anyhow::Result<()> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(v.to_string())
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("{url}: {}", r.status());
+    }
+    Ok(())
+}
+
+/// Polls the router until `id` is in `state`.
+async fn router_state(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    state: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = get_json(http, &format!("{base}/models")).await?;
+        let now = v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == id);
+        if now.is_some_and(|m| m["status"]["value"] == state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{id} not {state} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn print_row(what: &str, direct: &Summary, mesh: &Summary) {
+    let (d50, m50) = (direct.quantile(0.5), mesh.quantile(0.5));
+    let (d99, m99) = (direct.quantile(0.99), mesh.quantile(0.99));
+    let diff = |m: Duration, d: Duration| m.as_secs_f64() * 1e6 - d.as_secs_f64() * 1e6;
+    println!(
+        "{what:<22} direct p50 {:>9} p99 {:>9} | mesh p50 {:>9} p99 {:>9} | added p50 {:+.0} µs, p99 {:+.0} µs",
+        us(d50),
+        us(d99),
+        us(m50),
+        us(m99),
+        diff(m50, d50),
+        diff(m99, d99)
+    );
+}
+
+/// Runs the benchmark.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    for n in ["alpha", "beta", "gamma"] {
+        if !a.models.join(format!("{n}.gguf")).is_file() {
+            bail!(
+                "{}/{n}.gguf is missing: run scripts/setup-peers.sh (or make_tiny_gguf.py)",
+                a.models.display()
+            );
+        }
+    }
+    if !a.llama_server.is_file() {
+        bail!(
+            "{} is missing: run scripts/setup-peers.sh or pass --llama-server",
+            a.llama_server.display()
+        );
+    }
+    let tmp = tempfile_dir()?;
+    let models = tmp.join("models");
+    std::fs::create_dir_all(models.join("llm"))?;
+    let preds = tmp.join("predictors");
+    std::fs::create_dir_all(&preds)?;
+    for n in ["alpha", "beta"] {
+        std::fs::copy(
+            a.models.join(format!("{n}.gguf")),
+            models.join("llm").join(format!("{n}.gguf")),
+        )?;
+        std::fs::write(
+            preds.join(format!("{n}.yaml")),
+            format!(
+                "apiVersion: serving.kserve.io/v1alpha1\nkind: Predictor\nmetadata:\n  name: {n}\nspec:\n  modelType:\n    name: gguf\n  storage:\n    path: llm/{n}.gguf\n"
+            ),
+        )?;
+    }
+    let (grpc, rest) = (free_port()?, free_port()?);
+    let log = tmp.join("up.log");
+    let out = std::fs::File::create(&log)?;
+    // Room for one LLM: switching between alpha and beta is a cache miss every time.
+    let child = Command::new(std::env::current_exe()?)
+        .args(["up", "--predictors"])
+        .arg(&preds)
+        .arg("--models")
+        .arg(&models)
+        .args([
+            "--grpc-port",
+            &grpc.to_string(),
+            "--rest-port",
+            &rest.to_string(),
+        ])
+        .arg("--llama-server")
+        .arg(&a.llama_server)
+        .args([
+            "--llm-memory",
+            "80Mi",
+            "--llm-context",
+            "2048",
+            "--log",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    let up_pid = child.id();
+    let mut up = Up { child };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let llama_port: u16 = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Ctrl-C stops")
+            && let Some(p) = text
+                .split("llama-server on 127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+        {
+            break p;
+        }
+        if up.child.try_wait()?.is_some() || Instant::now() > deadline {
+            bail!("modelmesh up did not start: {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mesh = format!("http://127.0.0.1:{rest}");
+    let direct = format!("http://127.0.0.1:{llama_port}");
+    let status = get_json(&http, &format!("{mesh}/_modelmesh/status")).await?;
+    let id_of = |vm: &str| -> anyhow::Result<String> {
+        status["vmodels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["vmodel"] == vm)
+            .and_then(|v| v["active"].as_str())
+            .map(str::to_owned)
+            .context("vmodel missing from the status")
+    };
+    let alpha = id_of("alpha")?;
+    println!(
+        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance",
+        a.requests, a.tokens
+    );
+    // Warm both paths.
+    stream(&http, &mesh, "alpha", 8).await?;
+    stream(&http, &direct, &alpha, 8).await?;
+    let (mut df, mut mf, mut dg, mut mg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.requests {
+        let d = stream(&http, &direct, &alpha, a.tokens).await?;
+        df.push(d.first);
+        dg.extend(d.gaps);
+        let m = stream(&http, &mesh, "alpha", a.tokens).await?;
+        mf.push(m.first);
+        mg.extend(m.gaps);
+    }
+    let z = Duration::ZERO;
+    print_row(
+        "time to first token",
+        &Summary::new(df, 0, z),
+        &Summary::new(mf, 0, z),
+    );
+    print_row(
+        "inter-token gap",
+        &Summary::new(dg, 0, z),
+        &Summary::new(mg, 0, z),
+    );
+    // Concurrent streams: tokens per second of the whole run, alternating sides.
+    let (mut dt, mut mt) = (0.0, 0.0);
+    for _ in 0..3 {
+        for (base, model, acc) in [
+            (&direct, alpha.as_str(), &mut dt),
+            (&mesh, "alpha", &mut mt),
+        ] {
+            let t0 = Instant::now();
+            let runs = (0..a.concurrency).map(|_| stream(&http, base, model, a.tokens * 2));
+            let done = futures::future::try_join_all(runs).await?;
+            let n: usize = done.iter().map(|s| s.tokens).sum();
+            *acc += n as f64 / t0.elapsed().as_secs_f64() / 3.0;
+        }
+    }
+    println!(
+        "{} concurrent streams     direct {dt:.0} tokens/s | mesh {mt:.0} tokens/s | ratio {:.3}",
+        a.concurrency,
+        mt / dt
+    );
+    // Cache miss: the mesh answering a model it must load (room for one: alpha and beta take
+    // turns), vs the router loading a model of its own directory and answering.
+    let mut miss = Vec::new();
+    for i in 0..a.misses {
+        let vm = if i % 2 == 0 { "beta" } else { "alpha" };
+        miss.push(stream(&http, &mesh, vm, 4).await?.first);
+    }
+    let dir = std::env::temp_dir()
+        .join(format!("modelmesh-up-{up_pid}"))
+        .join("instance-1/models/_llamacpp_models");
+    std::fs::copy(a.models.join("gamma.gguf"), dir.join("bench-direct.gguf"))
+        .with_context(|| format!("copying into {}", dir.display()))?;
+    get_json(&http, &format!("{direct}/models?reload=1")).await?;
+    let mut own = Vec::new();
+    for _ in 0..a.misses {
+        let t0 = Instant::now();
+        post_json(
+            &http,
+            &format!("{direct}/models/load"),
+            serde_json::json!({"model": "bench-direct"}),
+        )
+        .await?;
+        router_state(&http, &direct, "bench-direct", "loaded").await?;
+        stream(&http, &direct, "bench-direct", 4).await?;
+        own.push(t0.elapsed());
+        post_json(
+            &http,
+            &format!("{direct}/models/unload"),
+            serde_json::json!({"model": "bench-direct"}),
+        )
+        .await?;
+        router_state(&http, &direct, "bench-direct", "unloaded").await?;
+    }
+    let (miss, own) = (Summary::new(miss, 0, z), Summary::new(own, 0, z));
+    println!(
+        "cache miss             router's own load + first token p50 {} | mesh (evict, load, first token) p50 {} | ratio {:.2}",
+        us(own.quantile(0.5)),
+        us(miss.quantile(0.5)),
+        miss.quantile(0.5).as_secs_f64() / own.quantile(0.5).as_secs_f64().max(1e-9)
+    );
+    drop(up);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("modelmesh-bench-llm-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
