@@ -163,22 +163,6 @@ fn is_llm(router: &Router, active: &str) -> bool {
         .is_some_and(|(r, _)| LLM_MODEL_TYPES.contains(&model_format(&r.model_type)))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn model_formats() {
-        for (t, f) in [
-            ("mt:gguf", "gguf"),
-            ("mt:gguf:1", "gguf"),
-            ("mt:gguf:1|pv:openai", "gguf"),
-            ("gguf", "gguf"),
-            ("mt:onnx", "onnx"),
-        ] {
-            assert_eq!(super::model_format(t), f, "{t}");
-        }
-    }
-}
-
 /// `GET /v1/models`: the vmodels whose active model is an LLM, in OpenAI's list shape.
 async fn list_models(State(r): State<Arc<Router>>) -> Response {
     let mut data: Vec<serde_json::Value> = r
@@ -203,5 +187,21 @@ async fn get_model(State(r): State<Arc<Router>>, Path(model): Path<String>) -> R
             &Status::not_found(format!("The model '{model}' does not exist")),
             Some("model"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_formats() {
+        for (t, f) in [
+            ("mt:gguf", "gguf"),
+            ("mt:gguf:1", "gguf"),
+            ("mt:gguf:1|pv:openai", "gguf"),
+            ("gguf", "gguf"),
+            ("mt:onnx", "onnx"),
+        ] {
+            assert_eq!(super::model_format(t), f, "{t}");
+        }
     }
 }
