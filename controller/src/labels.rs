@@ -121,6 +121,26 @@ mod tests {
     }
 
     #[test]
+    fn a_gguf_predictor_is_served_by_the_llamacpp_runtime_only() {
+        let llamacpp = ServingRuntimeSpec {
+            supported_model_formats: vec![fmt("gguf", "1", true)],
+            ..Default::default()
+        };
+        let l = runtime_labels("llamacpp", &llamacpp, true);
+        assert!(supports(&l, "mt:gguf") && supports(&l, "mt:gguf:1"));
+        assert!(!supports(&l, "mt:onnx"));
+        assert!(!supports(
+            &runtime_labels("mlserver-1.x", &mlserver(), true),
+            "mt:gguf"
+        ));
+        let rts = BTreeMap::from([("llamacpp".to_string(), l)]);
+        assert_eq!(
+            type_constraints(&rts)["mt:gguf"],
+            json!({"required": ["mt:gguf"]})
+        );
+    }
+
+    #[test]
     fn support_and_constraints() {
         let l = runtime_labels("mlserver-1.x", &mlserver(), false);
         assert!(supports(&l, "mt:sklearn"));

@@ -3,7 +3,6 @@
 //! names the field, as OpenAI's own 400 answers do.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The fields routing needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +23,26 @@ pub struct BadBody {
     pub param: Option<&'static str>,
 }
 
-/// A field the mesh does not read: skipped without keeping it.
+/// The two fields, unparsed; every other field is skipped without being kept.
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(borrow, default)]
     model: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a serde_json::value::RawValue>,
-    #[serde(flatten)]
-    _rest: std::collections::HashMap<&'a str, IgnoredAny>,
 }
 
 /// Reads the routing fields of `body`. With `model_header` (an `mm-model-id` header) the body's
 /// `model` may be absent.
 pub fn parse(body: &[u8], model_header: bool) -> Result<Head, BadBody> {
+    // serde would read a struct from an array too (`[1]` as model 1): only objects are bodies.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(BadBody {
+            message: "the request body must be a JSON object".into(),
+            param: None,
+        });
+    }
     let raw: Raw<'_> = serde_json::from_slice(body).map_err(|e| BadBody {
         message: if e.is_syntax() || e.is_eof() {
             format!("the request body is not valid JSON: {e}")
@@ -105,6 +110,9 @@ mod tests {
         let h = parse(br#"{"model":"m","stream":null}"#, false).unwrap();
         assert!(!h.stream);
         assert_eq!(parse(br#"{"prompt":"x"}"#, true).unwrap().model, "");
+        // Escapes in keys and values are read as JSON means them.
+        let h = parse(br#"{"mo\u0064el":"a\u0062","x\n":1}"#, false).unwrap();
+        assert_eq!(h.model, "ab");
     }
 
     #[test]

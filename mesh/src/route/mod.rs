@@ -30,7 +30,7 @@ mod scaleup;
 mod served;
 
 use here::Commit;
-pub use http::HttpRuntime;
+pub use http::{HttpRuntime, with_model};
 use inbound::Inbound;
 pub use outcome::Failure;
 use request::Req;
