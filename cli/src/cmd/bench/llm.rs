@@ -95,7 +95,8 @@ async fn stream(
         while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
             let event: Vec<u8> = pending.drain(..end + 2).collect();
             // A token event carries a non-null delta content.
-            if event.windows(21).any(|w| w == b"\"delta\":{\"content\":\"") {
+            const TOKEN: &[u8] = b"\"delta\":{\"content\":\"";
+            if event.windows(TOKEN.len()).any(|w| w == TOKEN) {
                 let now = Instant::now();
                 n += 1;
                 match last {
@@ -205,7 +206,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ),
         )?;
     }
-    let (grpc, rest) = (free_port()?, free_port()?);
+    // `up` listens on port+1 for its second (LLM) instance: leave those free.
+    let grpc = free_port()?;
+    let _ = free_port()?;
+    let rest = free_port()?;
+    let _ = free_port()?;
     let log = tmp.join("up.log");
     let out = std::fs::File::create(&log)?;
     // Room for one LLM: switching between alpha and beta is a cache miss every time.
