@@ -51,6 +51,18 @@ fn classify(s: Status) -> RuntimeFailure {
     }
 }
 
+/// Records a runtime call's time in `modelmesh_invoke_model_milliseconds` when its stream ends.
+pub(super) fn invoke_recorder(
+    method: &str,
+    started: Instant,
+) -> impl FnOnce(Code) + Send + 'static {
+    let label = crate::metrics::method_label(method);
+    move |_| {
+        metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => label)
+            .record(started.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
 fn runtime_down(id: &str, s: &Status) -> Failure {
     Failure::RuntimeDown(Status::unavailable(format!(
         "runtime unavailable for model {id}: {}",
@@ -225,11 +237,7 @@ impl Router {
             .map_err(classify)?;
         gate.accepted();
         let (md, mut answers, _) = resp.into_parts();
-        let label = crate::metrics::method_label(req.method);
-        let record = move |_| {
-            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => label)
-                .record(started.elapsed().as_secs_f64() * 1e3);
-        };
+        let record = invoke_recorder(req.method, started);
         let stream = match commit {
             Commit::FirstAnswer => {
                 let first = match answers.next().await {

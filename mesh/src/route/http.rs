@@ -200,11 +200,7 @@ impl Router {
             let once = futures::stream::iter([Ok(Bytes::from(text))]).boxed();
             return Ok(Served::Stream(md, Held::new(once)));
         }
-        let label = crate::metrics::method_label(req.method);
-        let record = move |_| {
-            metrics::histogram!("modelmesh_invoke_model_milliseconds", "method" => label)
-                .record(started.elapsed().as_secs_f64() * 1e3);
-        };
+        let record = super::here::invoke_recorder(req.method, started);
         let chunks = resp
             .bytes_stream()
             .map(|c| {
