@@ -49,6 +49,31 @@ pub fn gone_instances(
     gone
 }
 
+/// How long a model must keep looking unloaded before the leader loads it proactively. A
+/// registration with loadNow (or a request's first load) writes the record before the pod that
+/// loads it records its copy; acting on the first sighting would add a second copy in that gap.
+pub const PROACTIVE_SETTLE: Duration = Duration::from_secs(3);
+
+/// Which of this pass's proactive picks to load now: those picked in every pass since at least
+/// `settle` ago. Pure; `picked_since` keeps only this pass's picks, so it stays as small as the
+/// free space allows.
+pub fn settled_picks(
+    picked: Vec<String>,
+    picked_since: &mut HashMap<String, Instant>,
+    now: Instant,
+    settle: Duration,
+) -> Vec<String> {
+    let this_pass: HashSet<&String> = picked.iter().collect();
+    picked_since.retain(|id, _| this_pass.contains(id));
+    picked
+        .into_iter()
+        .filter(|id| {
+            let since = *picked_since.entry(id.clone()).or_insert(now);
+            now.duration_since(since) >= settle
+        })
+        .collect()
+}
+
 /// Runs the election and, while leading, the reaper. `is_leader` reflects the current state.
 pub fn spawn(
     store: Arc<dyn KvStore>,
@@ -73,6 +98,7 @@ pub fn spawn(
         // so without this every pass would ask again. Minimum copies remember how many copies
         // the model should have once the asked-for ones appear.
         let mut asked: HashMap<String, Instant> = HashMap::new();
+        let mut picked_since: HashMap<String, Instant> = HashMap::new();
         let mut asked_min: HashMap<String, (usize, Instant)> = HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -122,7 +148,7 @@ pub fn spawn(
             {
                 last_proactive = Instant::now();
                 asked.retain(|_, t| t.elapsed() < ASKED_FOR);
-                load_proactively(&mesh, &mut asked).await;
+                load_proactively(&mesh, &mut asked, &mut picked_since).await;
             }
             if last_reap.elapsed() < cfg.reaper_every {
                 continue;
@@ -238,7 +264,11 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, (usize,
 
 /// Loads recently used models that have no copy into free space (`scaling::proactive_loads`),
 /// so their next request does not wait for a load.
-async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>) {
+async fn load_proactively(
+    mesh: &Arc<Mesh>,
+    asked: &mut HashMap<String, Instant>,
+    picked_since: &mut HashMap<String, Instant>,
+) {
     // Copying and sorting a million records takes about a second: off the async workers, so
     // requests on this pod do not wait for it.
     let (m, skip) = (mesh.clone(), asked.keys().cloned().collect::<HashSet<_>>());
@@ -265,6 +295,7 @@ async fn load_proactively(mesh: &Arc<Mesh>, asked: &mut HashMap<String, Instant>
     let Ok((ids, records)) = decided else {
         return;
     };
+    let ids = settled_picks(ids, picked_since, Instant::now(), PROACTIVE_SETTLE);
     if ids.is_empty() {
         return;
     }
@@ -330,5 +361,30 @@ mod tests {
             .is_empty()
         );
         assert!(since.is_empty());
+    }
+
+    #[test]
+    fn proactive_picks_wait_until_they_settle() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let settle = Duration::from_secs(3);
+        let mut since = HashMap::new();
+        let t0 = Instant::now();
+        // First sighting: nothing yet (its loading copy may not be recorded so far).
+        assert!(settled_picks(ids(&["a", "b"]), &mut since, t0, settle).is_empty());
+        // "b" got a copy meanwhile (not picked): forgotten; "a" still picked but too soon.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(settled_picks(ids(&["a"]), &mut since, t1, settle).is_empty());
+        assert_eq!(since.len(), 1);
+        let t2 = t0 + Duration::from_secs(3);
+        assert_eq!(
+            settled_picks(ids(&["a", "b"]), &mut since, t2, settle),
+            ids(&["a"])
+        );
+        // "b" starts over from its new first sighting.
+        let t3 = t2 + Duration::from_secs(3);
+        assert_eq!(
+            settled_picks(ids(&["a", "b"]), &mut since, t3, settle),
+            ids(&["a", "b"])
+        );
     }
 }

@@ -46,7 +46,9 @@ impl HttpRuntime {
 }
 
 /// The `model` field of a JSON object body replaced by `id`, the rest as it was (each other
-/// field is kept as its raw text). `None`: the body is not a JSON object.
+/// field is kept as its raw text, unvalidated beyond JSON's grammar: a lone `\ud800` escape or
+/// nesting deeper than serde_json's tree limit passes through as the client sent it, for the
+/// runtime to judge). `None`: the body is not a JSON object.
 pub fn with_model(body: &[u8], id: &str) -> Option<Vec<u8>> {
     let mut fields: Vec<(String, &serde_json::value::RawValue)> =
         serde_json::from_slice::<fields::Fields<'_>>(body).ok()?.0;
@@ -236,6 +238,18 @@ mod tests {
         assert_eq!(v["model"], "a\"b");
         assert!(with_model(b"[1,2]", "m").is_none());
         assert!(with_model(b"{", "m").is_none());
+    }
+
+    #[test]
+    fn other_fields_pass_through_unjudged() {
+        // Grammatical JSON that serde_json's tree refuses (a lone surrogate, deep nesting): the
+        // splice keeps it byte for byte rather than deciding for the runtime (a fuzz find).
+        let out = with_model(br#"{"model":"vm","s":"\ud800"}"#, "m").unwrap();
+        assert_eq!(out, br#"{"model":"m","s":"\ud800"}"#);
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let body = format!(r#"{{"model":"vm","d":{deep}}}"#);
+        let out = with_model(body.as_bytes(), "m").unwrap();
+        assert_eq!(out, format!(r#"{{"model":"m","d":{deep}}}"#).into_bytes());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `modelmesh bench llm`: token streaming through the mesh vs straight to llama.cpp's router, in
 //! one run: `modelmesh up` with its LLM instance, the same streaming chat sent alternately to
 //! the mesh's OpenAI API (the REST port of the ONNX instance, so every call crosses the
-//! internal hop, as it does in a cluster) and to the router's own port. Measures time to first
+//! internal hop, as it does in a cluster) and to the router's own port, and once more with the
+//! mesh entered at the LLM instance itself (the pod holding the copy). Measures time to first
 //! token, the gap between tokens, the tokens per second of concurrent streams, and the time to
 //! answer a model that is not loaded vs the router's own load and first answer.
 
@@ -211,6 +212,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let _ = free_port()?;
     let rest = free_port()?;
     let _ = free_port()?;
+    let rest_llm = rest + 1; // the LLM instance's REST port
     let log = tmp.join("up.log");
     let out = std::fs::File::create(&log)?;
     // Room for one LLM: switching between alpha and beta is a cache miss every time.
@@ -260,6 +262,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let http = reqwest::Client::builder().no_proxy().build()?;
     let mesh = format!("http://127.0.0.1:{rest}");
+    let mesh_here = format!("http://127.0.0.1:{rest_llm}");
     let direct = format!("http://127.0.0.1:{llama_port}");
     let status = get_json(&http, &format!("{mesh}/_modelmesh/status")).await?;
     let id_of = |vm: &str| -> anyhow::Result<String> {
@@ -274,13 +277,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let alpha = id_of("alpha")?;
     println!(
-        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance",
+        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance; mesh, no hop = REST port of the LLM instance",
         a.requests, a.tokens
     );
-    // Warm both paths.
+    // Warm every path.
     stream(&http, &mesh, "alpha", 8).await?;
+    stream(&http, &mesh_here, "alpha", 8).await?;
     stream(&http, &direct, &alpha, 8).await?;
-    let (mut df, mut mf, mut dg, mut mg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut df, mut dg) = (Vec::new(), Vec::new());
+    let (mut mf, mut mg, mut hf, mut hg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.requests {
         let d = stream(&http, &direct, &alpha, a.tokens).await?;
         df.push(d.first);
@@ -288,24 +293,23 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let m = stream(&http, &mesh, "alpha", a.tokens).await?;
         mf.push(m.first);
         mg.extend(m.gaps);
+        let h = stream(&http, &mesh_here, "alpha", a.tokens).await?;
+        hf.push(h.first);
+        hg.extend(h.gaps);
     }
     let z = Duration::ZERO;
-    print_row(
-        "time to first token",
-        &Summary::new(df, 0, z),
-        &Summary::new(mf, 0, z),
-    );
-    print_row(
-        "inter-token gap",
-        &Summary::new(dg, 0, z),
-        &Summary::new(mg, 0, z),
-    );
-    // Concurrent streams: tokens per second of the whole run, alternating sides.
-    let (mut dt, mut mt) = (0.0, 0.0);
+    let (df, dg) = (Summary::new(df, 0, z), Summary::new(dg, 0, z));
+    print_row("time to first token", &df, &Summary::new(mf, 0, z));
+    print_row("  no hop", &df, &Summary::new(hf, 0, z));
+    print_row("inter-token gap", &dg, &Summary::new(mg, 0, z));
+    print_row("  no hop", &dg, &Summary::new(hg, 0, z));
+    // Concurrent streams: tokens per second of the whole run, taking turns.
+    let (mut dt, mut mt, mut ht) = (0.0, 0.0, 0.0);
     for _ in 0..3 {
         for (base, model, acc) in [
             (&direct, alpha.as_str(), &mut dt),
             (&mesh, "alpha", &mut mt),
+            (&mesh_here, "alpha", &mut ht),
         ] {
             let t0 = Instant::now();
             let runs = (0..a.concurrency).map(|_| stream(&http, base, model, a.tokens * 2));
@@ -315,9 +319,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{} concurrent streams     direct {dt:.0} tokens/s | mesh {mt:.0} tokens/s | ratio {:.3}",
+        "{} concurrent streams     direct {dt:.0} tokens/s | mesh {mt:.0} tokens/s | ratio {:.3} | no hop {ht:.0} tokens/s | ratio {:.3}",
         a.concurrency,
-        mt / dt
+        mt / dt,
+        ht / dt
     );
     // Cache miss: the mesh answering a model it must load (room for one: alpha and beta take
     // turns), vs the router loading a model of its own directory and answering.
