@@ -392,7 +392,15 @@ impl Sidecar {
                     Some(a) => {
                         crate::rest::serve(crate::tls::TlsListener::new(rest, a), app, stop).await
                     }
-                    None => crate::rest::serve(rest, app, stop).await,
+                    None => {
+                        // Small writes (each server-sent event, short answers) go out at once
+                        // instead of waiting for the client's ACK of the previous one (Nagle).
+                        use axum::serve::ListenerExt;
+                        let rest = rest.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
+                        crate::rest::serve(rest, app, stop).await
+                    }
                 };
                 if let Err(e) = served {
                     tracing::error!(error = %e, "REST server failed");
