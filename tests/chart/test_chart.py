@@ -271,6 +271,9 @@ def test_the_llamacpp_runtime_serves_gguf_with_the_adapter_and_the_mesh():
     server = " ".join(containers["llamacpp"]["args"])
     assert "--models-dir /models/_llamacpp_models" in server and "--models-max 0" in server
     assert "--no-models-autoload" in server and "--port 8002" in server and "-c 4096" in server
+    # Threads follow the container's CPU limit, not the node's core count.
+    threads = next(e for e in containers["llamacpp"]["env"] if e["name"] == "LLAMA_ARG_THREADS")
+    assert threads["valueFrom"]["resourceFieldRef"] == {"containerName": "llamacpp", "resource": "limits.cpu", "divisor": "1"}
     adapter = containers["llamacpp-adapter"]
     assert adapter["command"][-2:] == ["--server-type", "llamacpp"]
     env = {e["name"]: e.get("value") for e in adapter["env"]}
