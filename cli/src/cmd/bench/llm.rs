@@ -2,7 +2,8 @@
 //! one run: `modelmesh up` with its LLM instance, the same streaming chat sent alternately to
 //! the mesh's OpenAI API (the REST port of the ONNX instance, so every call crosses the
 //! internal hop, as it does in a cluster) and to the router's own port, and once more with the
-//! mesh entered at the LLM instance itself (the pod holding the copy). Measures time to first
+//! mesh entered at the LLM instance itself (the pod holding the copy), and through nginx in front
+//! of the router when it is installed (a general-purpose proxy's cost). Measures time to first
 //! token, the gap between tokens, the tokens per second of concurrent streams, and the time to
 //! answer a model that is not loaded vs the router's own load and first answer.
 
@@ -40,6 +41,9 @@ pub struct Args {
     /// wait for each other at every step, so any other work on their cores slows every token.
     #[arg(long, default_value_t = 0)]
     model_threads: u32,
+    /// Skip the nginx baseline (`proxy_pass`, buffering off; run when `nginx` is installed).
+    #[arg(long)]
+    no_nginx: bool,
 }
 
 /// `modelmesh up`, stopped with SIGTERM (so it stops its llama-server) when dropped.
@@ -165,12 +169,13 @@ async fn router_state(
     }
 }
 
-fn print_row(what: &str, direct: &Summary, mesh: &Summary) {
-    let (d50, m50) = (direct.quantile(0.5), mesh.quantile(0.5));
-    let (d99, m99) = (direct.quantile(0.99), mesh.quantile(0.99));
+/// One side against the baseline: p50 and p99 of each, and what the side adds.
+fn print_row(what: &str, direct: &Summary, side: &Summary) {
+    let (d50, m50) = (direct.quantile(0.5), side.quantile(0.5));
+    let (d99, m99) = (direct.quantile(0.99), side.quantile(0.99));
     let diff = |m: Duration, d: Duration| m.as_secs_f64() * 1e6 - d.as_secs_f64() * 1e6;
     println!(
-        "{what:<22} direct p50 {:>9} p99 {:>9} | mesh p50 {:>9} p99 {:>9} | added p50 {:+.0} µs, p99 {:+.0} µs",
+        "{what:<22} direct p50 {:>9} p99 {:>9} | this p50 {:>9} p99 {:>9} | added p50 {:+.0} µs, p99 {:+.0} µs",
         us(d50),
         us(d99),
         us(m50),
@@ -284,7 +289,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let alpha = id_of("alpha")?;
     println!(
-        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance; mesh, no hop = REST port of the LLM instance; model threads: {}",
+        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance; mesh, no hop = REST port of the LLM instance; nginx = proxy_pass in front of the router; model threads: {}",
         a.requests,
         a.tokens,
         match a.model_threads {
@@ -292,62 +297,87 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             n => n.to_string(),
         }
     );
-    // Warm every path.
+    // The sides, each (label, base URL, model id); the first is the baseline.
+    let mut sides = vec![
+        ("direct", direct.clone(), alpha.clone()),
+        ("mesh", mesh.clone(), "alpha".to_string()),
+        ("mesh, no hop", mesh_here, "alpha".to_string()),
+    ];
+    let _nginx = if !a.no_nginx && super::nginx::available() {
+        let n = super::nginx::start_sse(&tmp, llama_port)?;
+        wait_port(n.port).await?;
+        sides.push((
+            "nginx",
+            format!("http://127.0.0.1:{}", n.port),
+            alpha.clone(),
+        ));
+        Some(n)
+    } else {
+        if !a.no_nginx {
+            eprintln!("nginx not installed (apt-get install nginx-light): no proxy baseline");
+        }
+        None
+    };
+    // The mesh loads alpha on its first request; then every path is warmed.
     stream(&http, &mesh, "alpha", 8).await?;
-    stream(&http, &mesh_here, "alpha", 8).await?;
-    stream(&http, &direct, &alpha, 8).await?;
-    let (mut df, mut dg) = (Vec::new(), Vec::new());
-    let (mut mf, mut mg, mut hf, mut hg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..a.requests {
-        let d = stream(&http, &direct, &alpha, a.tokens).await?;
-        df.push(d.first);
-        dg.extend(d.gaps);
-        let m = stream(&http, &mesh, "alpha", a.tokens).await?;
-        mf.push(m.first);
-        mg.extend(m.gaps);
-        let h = stream(&http, &mesh_here, "alpha", a.tokens).await?;
-        hf.push(h.first);
-        hg.extend(h.gaps);
+    for (name, base, model) in &sides {
+        stream(&http, base, model, 8)
+            .await
+            .with_context(|| format!("a first stream through {name}"))?;
     }
     let z = Duration::ZERO;
-    let (df, dg) = (Summary::new(df, 0, z), Summary::new(dg, 0, z));
-    print_row("time to first token", &df, &Summary::new(mf, 0, z));
-    print_row("  no hop", &df, &Summary::new(hf, 0, z));
-    print_row("inter-token gap", &dg, &Summary::new(mg, 0, z));
-    print_row("  no hop", &dg, &Summary::new(hg, 0, z));
-    // Concurrent streams: tokens per second over `ROUNDS` rounds, the three sides taking turns
+    let (mut first, mut gaps) = (vec![Vec::new(); sides.len()], vec![Vec::new(); sides.len()]);
+    for _ in 0..a.requests {
+        for (i, (_, base, model)) in sides.iter().enumerate() {
+            let s = stream(&http, base, model, a.tokens).await?;
+            first[i].push(s.first);
+            gaps[i].extend(s.gaps);
+        }
+    }
+    let first: Vec<Summary> = first.into_iter().map(|v| Summary::new(v, 0, z)).collect();
+    let gaps: Vec<Summary> = gaps.into_iter().map(|v| Summary::new(v, 0, z)).collect();
+    for (what, got) in [("time to first token", &first), ("inter-token gap", &gaps)] {
+        println!("{what}");
+        for (i, (name, _, _)) in sides.iter().enumerate().skip(1) {
+            print_row(&format!("  {name}"), &got[0], &got[i]);
+        }
+    }
+    // Concurrent streams: tokens per second over `ROUNDS` rounds, the sides taking turns
     // within each round; the ratio is the median of the rounds' ratios (one round is a fraction
     // of a second, so a single round's figure swings by ±10 % here).
     const ROUNDS: usize = 12;
-    let (mut dt, mut mt, mut ht) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rates = vec![Vec::new(); sides.len()];
     for _ in 0..ROUNDS {
-        for (base, model, acc) in [
-            (&direct, alpha.as_str(), &mut dt),
-            (&mesh, "alpha", &mut mt),
-            (&mesh_here, "alpha", &mut ht),
-        ] {
+        for (i, (_, base, model)) in sides.iter().enumerate() {
             let t0 = Instant::now();
             let runs = (0..a.concurrency).map(|_| stream(&http, base, model, a.tokens * 2));
             let done = futures::future::try_join_all(runs).await?;
             let n: usize = done.iter().map(|s| s.tokens).sum();
-            acc.push(n as f64 / t0.elapsed().as_secs_f64());
+            rates[i].push(n as f64 / t0.elapsed().as_secs_f64());
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let median_ratio = |side: &[f64]| {
-        let mut r: Vec<f64> = side.iter().zip(&dt).map(|(s, d)| s / d.max(1e-9)).collect();
+        let mut r: Vec<f64> = side
+            .iter()
+            .zip(&rates[0])
+            .map(|(s, d)| s / d.max(1e-9))
+            .collect();
         r.sort_by(f64::total_cmp);
         r.get(r.len() / 2).copied().unwrap_or(0.0)
     };
     println!(
-        "{} concurrent streams     direct {:.0} tokens/s | mesh {:.0} tokens/s, ratio {:.3} | no hop {:.0} tokens/s, ratio {:.3} (median of {ROUNDS} rounds)",
+        "{} concurrent streams (median of {ROUNDS} rounds): direct {:.0} tokens/s",
         a.concurrency,
-        mean(&dt),
-        mean(&mt),
-        median_ratio(&mt),
-        mean(&ht),
-        median_ratio(&ht)
+        mean(&rates[0])
     );
+    for (i, (name, _, _)) in sides.iter().enumerate().skip(1) {
+        println!(
+            "  {name:<20} {:.0} tokens/s, ratio {:.3}",
+            mean(&rates[i]),
+            median_ratio(&rates[i])
+        );
+    }
     // Cache miss: the mesh answering a model it must load (room for one: alpha and beta take
     // turns), vs the router loading a model of its own directory and answering.
     let mut miss = Vec::new();
@@ -390,6 +420,21 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     drop(up);
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Waits until something listens on `port`.
+async fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port} after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! nginx `grpc_pass` in front of a gRPC server: the general-purpose proxy the mesh's data path
-//! is compared against (Debian's nginx, `apt-get install nginx-light`).
+//! nginx in front of a server: the general-purpose proxy the mesh's data path is compared
+//! against (Debian's nginx, `apt-get install nginx-light`): `grpc_pass` for gRPC, `proxy_pass`
+//! with buffering off for server-sent events.
 
 use super::procs::{Server, free_port};
 use anyhow::Context;
@@ -19,6 +20,28 @@ pub fn available() -> bool {
 /// Starts nginx (one process serving, as the sidecar runs one worker) proxying h2c on a free port to
 /// `127.0.0.1:<upstream>`, with pooled upstream connections; its files live under `work`.
 pub fn start(work: &Path, upstream: u16) -> anyhow::Result<Server> {
+    start_with(
+        work,
+        upstream,
+        "http2",
+        "grpc_pass grpc://runtime; grpc_read_timeout 300s; grpc_send_timeout 300s;",
+    )
+}
+
+/// Starts nginx proxying HTTP/1.1 on a free port to `127.0.0.1:<upstream>`, passing each
+/// server-sent event on as it arrives (`proxy_buffering off`, as one would put nginx in front
+/// of an LLM server).
+pub fn start_sse(work: &Path, upstream: u16) -> anyhow::Result<Server> {
+    start_with(
+        work,
+        upstream,
+        "",
+        "proxy_pass http://runtime; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+         proxy_buffering off; proxy_read_timeout 300s;",
+    )
+}
+
+fn start_with(work: &Path, upstream: u16, listen: &str, location: &str) -> anyhow::Result<Server> {
     let prefix = work.join("nginx");
     std::fs::create_dir_all(prefix.join("temp"))?;
     let port = free_port()?;
@@ -41,11 +64,11 @@ http {{
     scgi_temp_path temp/scgi;
     upstream runtime {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     server {{
-        listen 127.0.0.1:{port} http2;
+        listen 127.0.0.1:{port} {listen};
         client_max_body_size 0;
         keepalive_requests 1000000;
         http2_max_concurrent_streams 128;
-        location / {{ grpc_pass grpc://runtime; grpc_read_timeout 300s; grpc_send_timeout 300s; }}
+        location / {{ {location} }}
     }}
 }}
 "
