@@ -99,6 +99,7 @@ pub fn spawn(
         // the model should have once the asked-for ones appear.
         let mut asked: HashMap<String, Instant> = HashMap::new();
         let mut picked_since: HashMap<String, Instant> = HashMap::new();
+        let mut recheck = false;
         let mut asked_min: HashMap<String, (usize, Instant)> = HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,12 +144,15 @@ pub fn spawn(
                 asked_min.retain(|_, (_, t)| t.elapsed() < ASKED_FOR);
                 ensure_min_copies(&mesh, &mut asked_min).await;
             }
+            // A pass whose picks wait to settle is followed by one after PROACTIVE_SETTLE, not
+            // a whole interval later.
             if let Some(every) = cfg.proactive_every
-                && last_proactive.elapsed() >= every
+                && (last_proactive.elapsed() >= every
+                    || (recheck && last_proactive.elapsed() >= PROACTIVE_SETTLE))
             {
                 last_proactive = Instant::now();
                 asked.retain(|_, t| t.elapsed() < ASKED_FOR);
-                load_proactively(&mesh, &mut asked, &mut picked_since).await;
+                recheck = load_proactively(&mesh, &mut asked, &mut picked_since).await;
             }
             if last_reap.elapsed() < cfg.reaper_every {
                 continue;
@@ -263,12 +267,12 @@ async fn ensure_min_copies(mesh: &Arc<Mesh>, asked: &mut HashMap<String, (usize,
 }
 
 /// Loads recently used models that have no copy into free space (`scaling::proactive_loads`),
-/// so their next request does not wait for a load.
+/// so their next request does not wait for a load. True when some picks wait to settle.
 async fn load_proactively(
     mesh: &Arc<Mesh>,
     asked: &mut HashMap<String, Instant>,
     picked_since: &mut HashMap<String, Instant>,
-) {
+) -> bool {
     // Copying and sorting a million records takes about a second: off the async workers, so
     // requests on this pod do not wait for it.
     let (m, skip) = (mesh.clone(), asked.keys().cloned().collect::<HashSet<_>>());
@@ -292,12 +296,14 @@ async fn load_proactively(
         (ids, records)
     })
     .await;
-    let Ok((ids, records)) = decided else {
-        return;
+    let Ok((picked, records)) = decided else {
+        return false;
     };
-    let ids = settled_picks(ids, picked_since, Instant::now(), PROACTIVE_SETTLE);
+    let n = picked.len();
+    let ids = settled_picks(picked, picked_since, Instant::now(), PROACTIVE_SETTLE);
+    let waiting = ids.len() < n;
     if ids.is_empty() {
-        return;
+        return waiting;
     }
     tracing::info!(
         models = ids.len(),
@@ -311,6 +317,7 @@ async fn load_proactively(
             tracing::debug!(model = %id, error = %e, "proactive load not placed");
         }
     }
+    waiting
 }
 
 fn gauges(mesh: &Arc<Mesh>) {
