@@ -289,6 +289,7 @@ async fn load_proactively(
         let ids = crate::scaling::proactive_loads(
             &records,
             &instances,
+            |model_type, pod| m.placement.may_hold(model_type, pod),
             |_, r| m.local.predicted_units(r),
             crate::clock::now_ms(),
             m.local.failure_expiry_ms(),

@@ -86,7 +86,7 @@ impl Placement {
         self.instances
             .list()
             .into_iter()
-            .filter(|(_, i)| self.constraints.eligible(model_type, &i.labels))
+            .filter(|(_, i)| self.may_hold(model_type, i))
             .collect()
     }
 
@@ -99,6 +99,11 @@ impl Placement {
             self.instances.len(),
             || self.eligible_instances(model_type),
         )
+    }
+
+    /// Whether `pod`'s labels allow the model type.
+    pub fn may_hold(&self, model_type: &str, pod: &InstanceRecord) -> bool {
+        self.constraints.eligible(model_type, &pod.labels)
     }
 
     /// Whether this pod's labels allow the model type.

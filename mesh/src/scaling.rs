@@ -35,7 +35,12 @@ pub struct Space {
 impl Space {
     /// The space of the pods in `instances` that are not shutting down.
     pub fn of(instances: &BTreeMap<String, InstanceRecord>) -> Space {
-        let up = instances.values().filter(|i| !i.shutdown);
+        Space::of_pods(instances.values())
+    }
+
+    /// The space of those of `pods` that are not shutting down.
+    pub fn of_pods<'a>(pods: impl Iterator<Item = &'a InstanceRecord>) -> Space {
+        let up = pods.filter(|i| !i.shutdown);
         let mut s = Space {
             capacity: 0,
             used: 0,
@@ -71,14 +76,45 @@ fn live_copies(rec: &ModelRecord, instances: &BTreeMap<String, InstanceRecord>) 
 /// that is up), fewer than two recent load failures, and fitting in half the free space above
 /// a 12.5 % reserve. A cluster without that room still takes models used well after its
 /// least recently used copy, up to 5 % of capacity (loading them evicts older copies).
+///
+/// Space, reserve and LRU are those of the pods that may hold the model's type (`may_hold`):
+/// free room on pods of another runtime (ONNX pods beside LLM pods) is no room for it, and
+/// counting it once made the leader evict an LLM in use to load one nobody asked for.
 pub fn proactive_loads(
     records: &[(String, ModelRecord)],
     instances: &BTreeMap<String, InstanceRecord>,
+    may_hold: impl Fn(&str, &InstanceRecord) -> bool,
     units: impl Fn(&str, &ModelRecord) -> i64,
     now_ms: u64,
     failure_expiry_ms: u64,
 ) -> Vec<String> {
-    let space = Space::of(instances);
+    let mut by_type: BTreeMap<&str, Vec<&(String, ModelRecord)>> = BTreeMap::new();
+    for entry in records.iter().filter(|(_, r)| {
+        live_copies(r, instances) == 0
+            && r.failed_in
+                .values()
+                .filter(|t| now_ms.saturating_sub(**t) < failure_expiry_ms)
+                .count()
+                < PROACTIVE_MAX_FAILURES
+    }) {
+        by_type.entry(&entry.1.model_type).or_default().push(entry);
+    }
+    let mut out = Vec::new();
+    for (model_type, mut candidates) in by_type {
+        let space = Space::of_pods(instances.values().filter(|i| may_hold(model_type, i)));
+        candidates.sort_by(|a, b| b.1.last_used.cmp(&a.1.last_used).then(a.0.cmp(&b.0)));
+        out.extend(fill(&candidates, space, &units, now_ms));
+    }
+    out
+}
+
+/// The proactive picks among `candidates` (most recent first) for pods with `space`.
+fn fill(
+    candidates: &[&(String, ModelRecord)],
+    space: Space,
+    units: impl Fn(&str, &ModelRecord) -> i64,
+    now_ms: u64,
+) -> Vec<String> {
     if space.capacity <= 0 {
         return Vec::new();
     }
@@ -87,20 +123,8 @@ pub fn proactive_loads(
     let lead = (now_ms.saturating_sub(space.lru) / 3).max(REPLACE_MIN_LEAD_MS);
     let newer_than_lru =
         |r: &ModelRecord| space.lru != u64::MAX && r.last_used > space.lru.saturating_add(lead);
-    let mut candidates: Vec<&(String, ModelRecord)> = records
-        .iter()
-        .filter(|(_, r)| live_copies(r, instances) == 0)
-        .filter(|(_, r)| {
-            r.failed_in
-                .values()
-                .filter(|t| now_ms.saturating_sub(**t) < failure_expiry_ms)
-                .count()
-                < PROACTIVE_MAX_FAILURES
-        })
-        .collect();
-    candidates.sort_by(|a, b| b.1.last_used.cmp(&a.1.last_used).then(a.0.cmp(&b.0)));
     let mut out = Vec::new();
-    for (id, r) in candidates {
+    for (id, r) in candidates.iter().map(|c| (&c.0, &c.1)) {
         let need = units(id, r).max(1);
         if need <= fill {
             fill -= need;
@@ -285,9 +309,29 @@ mod tests {
             .map(|i| (format!("m{i:02}"), rec(i, &[])))
             .chain([("loaded".to_string(), rec(99, &["b"]))])
             .collect();
-        let got = proactive_loads(&records, &pods, |_, _| 10, 2_000, 1_000);
+        let got = proactive_loads(&records, &pods, |_, _| true, |_, _| 10, 2_000, 1_000);
         let want: Vec<String> = (13..20).rev().map(|i| format!("m{i:02}")).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn room_on_pods_of_another_runtime_is_no_room() {
+        // An empty ONNX pod beside a full LLM pod (the LLM in use): an unloaded LLM is not
+        // loaded, since loading it would evict the one in use; an unloaded ONNX model is.
+        let mut pods = BTreeMap::new();
+        pods.insert("onnx".to_string(), pod(1_000, 0, u64::MAX));
+        pods.insert("llm".to_string(), pod(100, 95, 5_000));
+        let typed = |t: &str, last_used| ModelRecord {
+            model_type: t.to_string(),
+            ..rec(last_used, &[])
+        };
+        let records = vec![
+            ("cold-llm".to_string(), typed("mt:gguf", 1_000)),
+            ("onnx-model".to_string(), typed("mt:onnx", 900)),
+        ];
+        let may_hold = |t: &str, i: &InstanceRecord| (t == "mt:gguf") == (i.capacity == 100);
+        let got = proactive_loads(&records, &pods, may_hold, |_, _| 50, 6_000, 1_000);
+        assert_eq!(got, vec!["onnx-model".to_string()]);
     }
 
     #[test]
@@ -300,7 +344,7 @@ mod tests {
             ("new".to_string(), rec(now - 1_000, &[])),
         ];
         assert_eq!(
-            proactive_loads(&records, &pods, |_, _| 5, now, 1_000),
+            proactive_loads(&records, &pods, |_, _| true, |_, _| 5, now, 1_000),
             vec!["new".to_string()]
         );
         // Recent failures on two pods: left alone.
@@ -308,7 +352,7 @@ mod tests {
         failing.failed_in.insert("a".into(), now - 10);
         failing.failed_in.insert("b".into(), now - 10);
         let records = vec![("new".to_string(), failing)];
-        assert!(proactive_loads(&records, &pods, |_, _| 5, now, 1_000).is_empty());
+        assert!(proactive_loads(&records, &pods, |_, _| true, |_, _| 5, now, 1_000).is_empty());
     }
 
     #[test]
@@ -378,7 +422,7 @@ mod tests {
             }).collect();
             let size: BTreeMap<String, i64> = models.iter().enumerate().map(|(i, m)| (format!("m{i}"), m.2)).collect();
             let by_id: BTreeMap<&String, &ModelRecord> = records.iter().map(|(k, v)| (k, v)).collect();
-            let got = proactive_loads(&records, &insts, |id, _| size[id], 3000, 100);
+            let got = proactive_loads(&records, &insts, |_, _| true, |id, _| size[id], 3000, 100);
             let space = Space::of(&insts);
             let total: i64 = got.iter().map(|id| size[id]).sum();
             prop_assert!(total <= ((space.free() - space.capacity / 8) / 2).max(0) + space.capacity * 5 / 100);

@@ -390,6 +390,7 @@ fn fifty_pods_ten_thousand_models_with_faults() {
             let ids = proactive_loads(
                 &records,
                 &c.instances(),
+                |_, _| true,
                 |id, _| c.weight[id] as i64,
                 c.now,
                 EXPIRY_MS,

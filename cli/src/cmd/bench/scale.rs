@@ -179,7 +179,15 @@ fn measure(c: &Cluster, decisions: usize) -> Timings {
     black_box(c.records.clone());
     let registry_copy = t.elapsed();
     let t = Instant::now();
-    let picked = proactive_loads(&c.records, &c.instances, |_, _| 2, NOW, 300_000).len();
+    let picked = proactive_loads(
+        &c.records,
+        &c.instances,
+        |_, _| true,
+        |_, _| 2,
+        NOW,
+        300_000,
+    )
+    .len();
     let proactive = t.elapsed();
     // Scale-down for one pod: its copies against the whole registry (as a map, as the janitor
     // reads it).
