@@ -11,10 +11,11 @@ use super::request::Req;
 use super::served::{Held, Served};
 use crate::limits::CopyPermit;
 use crate::runtime::errors::{http_model_unreachable, http_model_vanished};
+use crate::runtime::http::{BodyError, ExchangeError, HttpApi};
 use bytes::Bytes;
 use futures::StreamExt;
 use modelmesh_proto::openai;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -24,23 +25,14 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 /// A runtime's HTTP endpoint for OpenAI calls.
 #[derive(Debug, Clone)]
 pub struct HttpRuntime {
-    base: String,
-    client: reqwest::Client,
+    api: HttpApi,
 }
 
 impl HttpRuntime {
     /// The runtime at `addr` (`host:port`).
     pub fn new(addr: &str) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // The runtime is in this pod; a proxy from the environment must not see its traffic.
-            .no_proxy()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("HTTP client for the runtime: {e}"))?;
         Ok(HttpRuntime {
-            base: format!("http://{addr}"),
-            client,
+            api: HttpApi::new(addr)?,
         })
     }
 }
@@ -149,42 +141,29 @@ impl Router {
         let payload = with_model(body, id).ok_or_else(|| {
             RuntimeFailure::Other(Status::invalid_argument("the body is not a JSON object"))
         })?;
-        let mut post = rt
-            .client
-            .post(format!("{}{path}", rt.base))
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(payload);
-        if let Some(d) = req.deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RuntimeFailure::Other(Status::deadline_exceeded(
-                    "the deadline expired before the runtime was called",
-                )));
-            }
-            post = post.timeout(left);
+        if req.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(RuntimeFailure::Other(Status::deadline_exceeded(
+                "the deadline expired before the runtime was called",
+            )));
         }
         let started = Instant::now();
-        let resp = post.send().await.map_err(|e| {
-            RuntimeFailure::Down(Status::unavailable(format!(
-                "the runtime's HTTP API is not reachable: {e}"
-            )))
-        })?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if status >= 400 {
-            let mut text = Vec::new();
-            let mut chunks = resp.bytes_stream();
-            while let Some(Ok(c)) = chunks.next().await {
-                let room = MAX_ERROR_BODY.saturating_sub(text.len());
-                text.extend_from_slice(&c[..c.len().min(room)]);
-                if text.len() >= MAX_ERROR_BODY {
-                    break;
-                }
+        let answer = match rt.api.post_json(path, payload, req.deadline).await {
+            Ok(a) => a,
+            Err(e @ ExchangeError::Deadline) => {
+                return Err(RuntimeFailure::Other(Status::deadline_exceeded(
+                    e.to_string(),
+                )));
             }
+            Err(e @ ExchangeError::Request(_)) => {
+                return Err(RuntimeFailure::Other(Status::internal(e.to_string())));
+            }
+            Err(e @ ExchangeError::Unreachable { .. }) => {
+                return Err(RuntimeFailure::Down(Status::unavailable(e.to_string())));
+            }
+        };
+        let (status, content_type) = (answer.status, answer.content_type);
+        if status >= 400 {
+            let text = answer.body.read_up_to(MAX_ERROR_BODY).await;
             let message = error_message(&text);
             if http_model_vanished(status, &message) {
                 return Err(RuntimeFailure::Vanished(Status::not_found(format!(
@@ -203,13 +182,16 @@ impl Router {
             return Ok(Served::Stream(md, Held::new(once)));
         }
         let record = super::here::invoke_recorder(req.method, started);
-        let chunks = resp
-            .bytes_stream()
+        let chunks = answer
+            .body
             .map(|c| {
-                c.map_err(|e| Status::unavailable(format!("the runtime's answer broke off: {e}")))
+                c.map_err(|e| match e {
+                    BodyError::Deadline => Status::deadline_exceeded(e.to_string()),
+                    BodyError::Broken(_) => Status::unavailable(e.to_string()),
+                })
             })
             .boxed();
-        // Dropping the stream (the client went away) drops the runtime's connection, which
+        // Dropping the stream (the client went away) closes the runtime's connection, which
         // cancels its request and frees its slot.
         Ok(Served::Stream(
             answer_metadata(status, content_type.as_deref()),

@@ -4,6 +4,7 @@
 
 pub mod errors;
 pub mod grpc;
+pub mod http;
 
 use crate::cache::UNIT_BYTES;
 use crate::error::MeshError;

@@ -7,6 +7,7 @@
 //! token, the gap between tokens, the tokens per second of concurrent streams, and the time to
 //! answer a model that is not loaded vs the router's own load and first answer.
 
+use super::cpus;
 use super::procs::free_port;
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
@@ -44,6 +45,20 @@ pub struct Args {
     /// Skip the nginx baseline (`proxy_pass`, buffering off; run when `nginx` is installed).
     #[arg(long)]
     no_nginx: bool,
+    /// The mesh's async worker threads (`up --worker-threads`); 1 is the sidecar's default in
+    /// a pod.
+    #[arg(long, default_value_t = 1)]
+    mesh_threads: usize,
+    /// Give llama.cpp's router and its model processes the last N cores and everything else
+    /// (this client, the mesh, nginx) the others, as in a pod where the runtime container's CPU
+    /// limit is its own; the model gets N threads unless --model-threads says otherwise.
+    /// 0: every process shares every core.
+    #[arg(long, default_value_t = 0)]
+    runtime_cores: usize,
+    /// The `modelmesh` binary whose `up` is measured (default: this one), for an A/B of two
+    /// builds with the same client.
+    #[arg(long)]
+    mesh_bin: Option<PathBuf>,
 }
 
 /// `modelmesh up`, stopped with SIGTERM (so it stops its llama-server) when dropped.
@@ -201,6 +216,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             a.llama_server.display()
         );
     }
+    let split = match a.runtime_cores {
+        0 => None,
+        n => Some(cpus::Split::new(n)?),
+    };
+    // This process first: `up` and nginx inherit its cores; llama-server is moved below.
+    if let Some(s) = &split {
+        cpus::pin(std::process::id(), &s.front)?;
+    }
+    let model_threads = match (a.model_threads, &split) {
+        (0, Some(s)) => s.back_cores as u32,
+        (n, _) => n,
+    };
     let tmp = tempfile_dir()?;
     let models = tmp.join("models");
     std::fs::create_dir_all(models.join("llm"))?;
@@ -227,7 +254,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let log = tmp.join("up.log");
     let out = std::fs::File::create(&log)?;
     // Room for one LLM: switching between alpha and beta is a cache miss every time.
-    let child = Command::new(std::env::current_exe()?)
+    let mesh_bin = match &a.mesh_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let child = Command::new(&mesh_bin)
+        .args(["--worker-threads", &a.mesh_threads.max(1).to_string()])
         .args(["up", "--predictors"])
         .arg(&preds)
         .arg("--models")
@@ -248,7 +280,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "--log",
             "warn",
         ])
-        .envs((a.model_threads > 0).then(|| ("LLAMA_ARG_THREADS", a.model_threads.to_string())))
+        .envs((model_threads > 0).then(|| ("LLAMA_ARG_THREADS", model_threads.to_string())))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -272,11 +304,91 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The router and any model process already started; those started later inherit it.
+    if let Some(s) = &split {
+        let router = cpus::children(up_pid)
+            .into_iter()
+            .find(|p| cpus::runs(*p, "llama-server"))
+            .context("llama-server is not among modelmesh up's processes")?;
+        cpus::pin_tree(router, &s.back)?;
+    }
+    let sides_nginx = (!a.no_nginx && super::nginx::available())
+        .then(|| super::nginx::start_sse(&tmp, llama_port))
+        .transpose()?;
+    if sides_nginx.is_none() && !a.no_nginx {
+        eprintln!("nginx not installed (apt-get install nginx-light): no proxy baseline");
+    }
+    let plan = Plan {
+        mesh: format!("http://127.0.0.1:{rest}"),
+        mesh_here: format!("http://127.0.0.1:{rest_llm}"),
+        direct: format!("http://127.0.0.1:{llama_port}"),
+        nginx: sides_nginx.as_ref().map(|n| n.port),
+        router_dir: std::env::temp_dir()
+            .join(format!("modelmesh-up-{up_pid}"))
+            .join("instance-1/models/_llamacpp_models"),
+        cores: match &split {
+            None => "every process on every core".to_string(),
+            Some(s) => format!(
+                "llama-server on cores {}, the client, the mesh and nginx on {}",
+                s.back, s.front
+            ),
+        },
+        model_threads,
+    };
+    // The client runs on a single-threaded runtime of its own: one thread, like most LLM
+    // clients, and no worker of this process's runtime waking another between requests.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let settings = Settings {
+        models: a.models.clone(),
+        requests: a.requests,
+        tokens: a.tokens,
+        concurrency: a.concurrency,
+        misses: a.misses,
+        mesh_threads: a.mesh_threads,
+    };
+    std::thread::spawn(move || {
+        let done = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(measure(&settings, &plan)));
+        let _ = tx.send(done);
+    });
+    let result = rx
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the measuring thread panicked")));
+    drop(sides_nginx);
+    drop(up);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// What the measuring client needs from the flags.
+struct Settings {
+    models: PathBuf,
+    requests: usize,
+    tokens: u32,
+    concurrency: usize,
+    misses: usize,
+    mesh_threads: usize,
+}
+
+/// Where the sides listen.
+struct Plan {
+    mesh: String,
+    mesh_here: String,
+    direct: String,
+    nginx: Option<u16>,
+    /// The router's models directory (the cache-miss baseline puts its own model there).
+    router_dir: PathBuf,
+    cores: String,
+    model_threads: u32,
+}
+
+/// The measurements, every side in turn.
+async fn measure(a: &Settings, plan: &Plan) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let mesh = format!("http://127.0.0.1:{rest}");
-    let mesh_here = format!("http://127.0.0.1:{rest_llm}");
-    let direct = format!("http://127.0.0.1:{llama_port}");
-    let status = get_json(&http, &format!("{mesh}/_modelmesh/status")).await?;
+    let status = get_json(&http, &format!("{}/_modelmesh/status", plan.mesh)).await?;
     let id_of = |vm: &str| -> anyhow::Result<String> {
         status["vmodels"]
             .as_array()
@@ -289,37 +401,28 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     let alpha = id_of("alpha")?;
     println!(
-        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance; mesh, no hop = REST port of the LLM instance; nginx = proxy_pass in front of the router; model threads: {}",
+        "modelmesh bench llm: {} streams of {} tokens per side, alternating; mesh = REST port of the ONNX instance, one internal hop to the LLM instance; mesh, no hop = REST port of the LLM instance; nginx = proxy_pass in front of the router; model threads: {}; mesh threads: {}; {}",
         a.requests,
         a.tokens,
-        match a.model_threads {
+        match plan.model_threads {
             0 => "llama.cpp's default".to_string(),
             n => n.to_string(),
-        }
+        },
+        a.mesh_threads,
+        plan.cores,
     );
     // The sides, each (label, base URL, model id); the first is the baseline.
     let mut sides = vec![
-        ("direct", direct.clone(), alpha.clone()),
-        ("mesh", mesh.clone(), "alpha".to_string()),
-        ("mesh, no hop", mesh_here, "alpha".to_string()),
+        ("direct", plan.direct.clone(), alpha.clone()),
+        ("mesh", plan.mesh.clone(), "alpha".to_string()),
+        ("mesh, no hop", plan.mesh_here.clone(), "alpha".to_string()),
     ];
-    let _nginx = if !a.no_nginx && super::nginx::available() {
-        let n = super::nginx::start_sse(&tmp, llama_port)?;
-        wait_port(n.port).await?;
-        sides.push((
-            "nginx",
-            format!("http://127.0.0.1:{}", n.port),
-            alpha.clone(),
-        ));
-        Some(n)
-    } else {
-        if !a.no_nginx {
-            eprintln!("nginx not installed (apt-get install nginx-light): no proxy baseline");
-        }
-        None
-    };
+    if let Some(port) = plan.nginx {
+        wait_port(port).await?;
+        sides.push(("nginx", format!("http://127.0.0.1:{port}"), alpha.clone()));
+    }
     // The mesh loads alpha on its first request; then every path is warmed.
-    stream(&http, &mesh, "alpha", 8).await?;
+    stream(&http, &plan.mesh, "alpha", 8).await?;
     for (name, base, model) in &sides {
         stream(&http, base, model, 8)
             .await
@@ -383,13 +486,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut miss = Vec::new();
     for i in 0..a.misses {
         let vm = if i % 2 == 0 { "beta" } else { "alpha" };
-        miss.push(stream(&http, &mesh, vm, 4).await?.first);
+        miss.push(stream(&http, &plan.mesh, vm, 4).await?.first);
     }
-    let dir = std::env::temp_dir()
-        .join(format!("modelmesh-up-{up_pid}"))
-        .join("instance-1/models/_llamacpp_models");
-    std::fs::copy(a.models.join("gamma.gguf"), dir.join("bench-direct.gguf"))
-        .with_context(|| format!("copying into {}", dir.display()))?;
+    let direct = &plan.direct;
+    std::fs::copy(
+        a.models.join("gamma.gguf"),
+        plan.router_dir.join("bench-direct.gguf"),
+    )
+    .with_context(|| format!("copying into {}", plan.router_dir.display()))?;
     get_json(&http, &format!("{direct}/models?reload=1")).await?;
     let mut own = Vec::new();
     for _ in 0..a.misses {
@@ -400,8 +504,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             serde_json::json!({"model": "bench-direct"}),
         )
         .await?;
-        router_state(&http, &direct, "bench-direct", "loaded").await?;
-        stream(&http, &direct, "bench-direct", 4).await?;
+        router_state(&http, direct, "bench-direct", "loaded").await?;
+        stream(&http, direct, "bench-direct", 4).await?;
         own.push(t0.elapsed());
         post_json(
             &http,
@@ -409,7 +513,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             serde_json::json!({"model": "bench-direct"}),
         )
         .await?;
-        router_state(&http, &direct, "bench-direct", "unloaded").await?;
+        router_state(&http, direct, "bench-direct", "unloaded").await?;
     }
     let (miss, own) = (Summary::new(miss, 0, z), Summary::new(own, 0, z));
     println!(
@@ -418,8 +522,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         us(miss.quantile(0.5)),
         miss.quantile(0.5).as_secs_f64() / own.quantile(0.5).as_secs_f64().max(1e-9)
     );
-    drop(up);
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod cache_miss;
 mod chaos;
 mod churn;
+mod cpus;
 mod footprint;
 mod forward;
 mod instant_runtime;

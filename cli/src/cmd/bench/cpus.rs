@@ -1,0 +1,106 @@
+//! Which cores a benchmark's processes run on. In a pod the runtime container's CPU limit is its
+//! own and the mesh sidecar has its own request, so the model's threads and the relay do not
+//! take turns on the same cores; on a small machine a benchmark can only show that by pinning:
+//! the runtime on the last cores, the rest (the client, the mesh, a reference proxy) on the
+//! first. Pinning goes through util-linux's `taskset`, present on every Debian-like system.
+
+use anyhow::{Context, bail};
+use std::process::{Command, Stdio};
+
+/// A split of the machine's cores: `front` for the client and the proxies, `back` for the
+/// runtime. `None` where the machine has a single core.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// `taskset` list of the client's and the proxies' cores, e.g. `0` or `0-2`.
+    pub front: String,
+    /// `taskset` list of the runtime's cores, e.g. `1` or `3`.
+    pub back: String,
+    /// Cores in `back`.
+    pub back_cores: usize,
+}
+
+impl Split {
+    /// The last `back` cores for the runtime, the others for everything else.
+    pub fn new(back: usize) -> anyhow::Result<Split> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if back == 0 || back >= n {
+            bail!("cannot give the runtime {back} of {n} cores and keep one for the rest");
+        }
+        let first_back = n - back;
+        let list = |a: usize, b: usize| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        };
+        Ok(Split {
+            front: list(0, first_back - 1),
+            back: list(first_back, n - 1),
+            back_cores: back,
+        })
+    }
+}
+
+/// Pins every thread of process `pid` to the cores in `list` (its children started later
+/// inherit it).
+pub fn pin(pid: u32, list: &str) -> anyhow::Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", list, &pid.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .context("running taskset (util-linux) to pin a benchmark process")?;
+    if !out.status.success() {
+        bail!(
+            "taskset -a -p -c {list} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Pins `pid` and every process below it to `list`.
+pub fn pin_tree(pid: u32, list: &str) -> anyhow::Result<()> {
+    pin(pid, list)?;
+    for child in children(pid) {
+        pin_tree(child, list)?;
+    }
+    Ok(())
+}
+
+/// The processes whose parent is `pid` (from /proc; a process gone meanwhile is skipped).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent(*p) == Some(pid))
+        .collect()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether process `pid` runs `name` (its executable's file name).
+pub fn runs(pid: u32, name: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .is_some_and(|f| f == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_parent_and_is_its_child() {
+        let me = std::process::id();
+        let up = parent(me).expect("a parent");
+        assert!(children(up).contains(&me));
+    }
+}
