@@ -8,12 +8,21 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 
-/// How often a pending load or unload is looked at.
-const POLL: Duration = Duration::from_millis(50);
+/// How often a pending load or unload is looked at: first after `POLL_FIRST`, the wait
+/// doubling up to `POLL_MAX`. A small model loads or stops in tens of milliseconds, and a
+/// cache miss waits for both; a fixed 50 ms added up to 100 ms to every miss.
+const POLL_FIRST: Duration = Duration::from_millis(2);
+const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long an unload may take before it counts as failed.
 const UNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read from the router's management routes.
 const MAX_ANSWER: usize = 16 << 20;
+
+/// Sleeps `wait`; the next wait.
+async fn backoff(wait: Duration) -> Duration {
+    tokio::time::sleep(wait).await;
+    (wait * 2).min(POLL_MAX)
+}
 
 /// A `llama-server` router.
 #[derive(Debug, Clone)]
@@ -237,6 +246,7 @@ impl ModelServer for LlamaCpp {
             )));
         }
         let deadline = Instant::now() + self.load_timeout;
+        let mut wait = POLL_FIRST;
         loop {
             match self.state_of(model_id).await? {
                 Some((State::Loaded, _)) => return Ok(()),
@@ -264,7 +274,7 @@ impl ModelServer for LlamaCpp {
                     self.load_timeout
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            wait = backoff(wait).await;
         }
     }
 
@@ -282,6 +292,7 @@ impl ModelServer for LlamaCpp {
         }
         // The memory is free only once its process is gone.
         let deadline = Instant::now() + UNLOAD_TIMEOUT;
+        let mut wait = POLL_FIRST;
         loop {
             match self.state_of(model_id).await? {
                 None | Some((State::Unloaded | State::Failed(_), _)) => return Ok(()),
@@ -290,7 +301,7 @@ impl ModelServer for LlamaCpp {
                         "llama-server did not finish unloading '{model_id}' within {UNLOAD_TIMEOUT:?}"
                     )));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => wait = backoff(wait).await,
             }
         }
     }

@@ -9,7 +9,7 @@ use anyhow::Context;
     about = "Show what a running `modelmesh up` serves (vmodels, models, copies, states, invalid files)"
 )]
 pub struct Args {
-    /// REST address of `modelmesh up`.
+    /// REST address of `modelmesh up`: `host:port` or a URL (`http://host:port`).
     #[arg(long, default_value = "127.0.0.1:8008")]
     rest: String,
     /// Print the raw JSON.
@@ -19,8 +19,8 @@ pub struct Args {
 
 /// Fetches and prints the status.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let url = format!("http://{}/_modelmesh/status", a.rest);
-    let body = http_get(&a.rest, "/_modelmesh/status")
+    let url = format!("{}/_modelmesh/status", base_url(&a.rest));
+    let body = http_get(&url)
         .await
         .with_context(|| format!("is `modelmesh up` running? GET {url}"))?;
     let v: serde_json::Value = serde_json::from_str(&body).context("status is not JSON")?;
@@ -101,12 +101,32 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    let resp = reqwest::get(format!("http://{addr}{path}")).await?;
+/// `http://host:port` for a `host:port`; a URL as it is, without a trailing slash.
+fn base_url(rest: &str) -> String {
+    let rest = rest.trim_end_matches('/');
+    if rest.contains("://") {
+        rest.to_string()
+    } else {
+        format!("http://{rest}")
+    }
+}
+
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    let resp = reqwest::get(url).await?;
     let status = resp.status();
     let body = resp.text().await?;
     if !status.is_success() {
         anyhow::bail!("{status}: {body}");
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_address_or_a_url() {
+        assert_eq!(super::base_url("127.0.0.1:8008"), "http://127.0.0.1:8008");
+        assert_eq!(super::base_url("http://h:1/"), "http://h:1");
+        assert_eq!(super::base_url("https://h:1"), "https://h:1");
+    }
 }

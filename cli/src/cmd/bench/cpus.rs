@@ -74,15 +74,8 @@ pub fn children(pid: u32) -> Vec<u32> {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| parent(*p) == Some(pid))
+        .filter(|p| super::procstat::parent(*p) == Some(pid))
         .collect()
-}
-
-fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether process `pid` runs `name` (its executable's file name).
@@ -100,7 +93,7 @@ mod tests {
     #[test]
     fn this_process_has_a_parent_and_is_its_child() {
         let me = std::process::id();
-        let up = parent(me).expect("a parent");
+        let up = super::super::procstat::parent(me).expect("a parent");
         assert!(children(up).contains(&me));
     }
 }

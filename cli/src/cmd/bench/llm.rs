@@ -9,6 +9,7 @@
 
 use super::cpus;
 use super::procs::free_port;
+use super::procstat;
 use super::stats::{Summary, us};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -334,6 +335,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             ),
         },
         model_threads,
+        up_pid,
+        nginx_pid: sides_nginx.as_ref().map(|n| n.child.id()),
     };
     // The client runs on a single-threaded runtime of its own: one thread, like most LLM
     // clients, and no worker of this process's runtime waking another between requests.
@@ -383,6 +386,9 @@ struct Plan {
     router_dir: PathBuf,
     cores: String,
     model_threads: u32,
+    /// The mesh's process (`up`) and nginx's, whose CPU per relayed token is measured.
+    up_pid: u32,
+    nginx_pid: Option<u32>,
 }
 
 /// The measurements, every side in turn.
@@ -448,17 +454,29 @@ async fn measure(a: &Settings, plan: &Plan) -> anyhow::Result<()> {
     // Concurrent streams: tokens per second over `ROUNDS` rounds, the sides taking turns
     // within each round; the ratio is the median of the rounds' ratios (one round is a fraction
     // of a second, so a single round's figure swings by ±10 % here).
+    // The relay's CPU per token: the mesh's process for the mesh sides, nginx's for nginx.
     const ROUNDS: usize = 12;
     let mut rates = vec![Vec::new(); sides.len()];
+    let (mut relay_ns, mut relayed) = (vec![0u64; sides.len()], vec![0usize; sides.len()]);
     for _ in 0..ROUNDS {
-        for (i, (_, base, model)) in sides.iter().enumerate() {
+        for (i, (name, base, model)) in sides.iter().enumerate() {
+            let relay = match *name {
+                "nginx" => plan.nginx_pid,
+                _ => Some(plan.up_pid),
+            };
+            let cpu0 = relay.map(procstat::cpu_ns);
             let t0 = Instant::now();
             let runs = (0..a.concurrency).map(|_| stream(&http, base, model, a.tokens * 2));
             let done = futures::future::try_join_all(runs).await?;
             let n: usize = done.iter().map(|s| s.tokens).sum();
             rates[i].push(n as f64 / t0.elapsed().as_secs_f64());
+            if let (Some(p), Some(c0)) = (relay, cpu0) {
+                relay_ns[i] += procstat::cpu_ns(p).saturating_sub(c0);
+                relayed[i] += n;
+            }
         }
     }
+    let per_token = |i: usize| relay_ns[i] as f64 / 1e3 / relayed[i].max(1) as f64;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let median_ratio = |side: &[f64]| {
         let mut r: Vec<f64> = side
@@ -476,11 +494,16 @@ async fn measure(a: &Settings, plan: &Plan) -> anyhow::Result<()> {
     );
     for (i, (name, _, _)) in sides.iter().enumerate().skip(1) {
         println!(
-            "  {name:<20} {:.0} tokens/s, ratio {:.3}",
+            "  {name:<20} {:.0} tokens/s, ratio {:.3}, relay CPU {:.1} µs per token",
             mean(&rates[i]),
-            median_ratio(&rates[i])
+            median_ratio(&rates[i]),
+            per_token(i)
         );
     }
+    println!(
+        "  (the mesh's process at rest while direct streams ran: {:.1} µs per direct token)",
+        per_token(0)
+    );
     // Cache miss: the mesh answering a model it must load (room for one: alpha and beta take
     // turns), vs the router loading a model of its own directory and answering.
     let mut miss = Vec::new();

@@ -28,6 +28,25 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     Some((ppid, utime + stime))
 }
 
+/// The parent of process `pid`, if it is alive.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat(pid).map(|(ppid, _)| ppid)
+}
+
+/// Nanoseconds of CPU the live threads of process `pid` have run (`/proc/<pid>/task/*/schedstat`:
+/// nanosecond resolution, where `/proc/<pid>/stat` counts 10 ms ticks). Threads that have
+/// exited no longer count.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A memory field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`, ...), in bytes (0 if unknown).
 fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
