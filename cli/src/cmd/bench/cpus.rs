@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use std::process::{Command, Stdio};
 
 /// A split of the machine's cores: `front` for the client and the proxies, `back` for the
-/// runtime. `None` where the machine has a single core.
+/// runtime.
 #[derive(Debug, Clone)]
 pub struct Split {
-    /// `taskset` list of the client's and the proxies' cores, e.g. `0` or `0-2`.
+    /// `taskset` list of the client's and the proxies' cores, e.g. `0` or `0,1,2`.
     pub front: String,
     /// `taskset` list of the runtime's cores, e.g. `1` or `3`.
     pub back: String,
@@ -20,26 +20,55 @@ pub struct Split {
 }
 
 impl Split {
-    /// The last `back` cores for the runtime, the others for everything else.
+    /// The last `back` of the cores this process may run on for the runtime, the others for
+    /// everything else.
     pub fn new(back: usize) -> anyhow::Result<Split> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = allowed_cores();
+        let n = cores.len();
         if back == 0 || back >= n {
             bail!("cannot give the runtime {back} of {n} cores and keep one for the rest");
         }
-        let first_back = n - back;
-        let list = |a: usize, b: usize| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        };
+        let list = |c: &[usize]| c.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
         Ok(Split {
-            front: list(0, first_back - 1),
-            back: list(first_back, n - 1),
+            front: list(&cores[..n - back]),
+            back: list(&cores[n - back..]),
             back_cores: back,
         })
     }
+}
+
+/// The cores this process may run on (`Cpus_allowed_list` in /proc/self/status, e.g.
+/// `0-3,8`); cores 0..N when it cannot be read.
+pub fn allowed_cores() -> Vec<usize> {
+    let listed = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| parse_list(l.trim()))
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (0..n).collect();
+    }
+    listed
+}
+
+/// A kernel CPU list (`0-3,8,10-11`) as core numbers; an unreadable part is skipped.
+fn parse_list(list: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
 }
 
 /// Pins every thread of process `pid` to the cores in `list` (its children started later
@@ -89,6 +118,14 @@ pub fn runs(pid: u32, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_list("1"), vec![1]);
+        assert_eq!(parse_list(""), Vec::<usize>::new());
+        assert!(!allowed_cores().is_empty());
+    }
 
     #[test]
     fn this_process_has_a_parent_and_is_its_child() {

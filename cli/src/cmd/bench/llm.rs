@@ -52,10 +52,12 @@ pub struct Args {
     mesh_threads: usize,
     /// Give llama.cpp's router and its model processes the last N cores and everything else
     /// (this client, the mesh, nginx) the others, as in a pod where the runtime container's CPU
-    /// limit is its own; the model gets N threads unless --model-threads says otherwise.
-    /// 0: every process shares every core.
-    #[arg(long, default_value_t = 0)]
-    runtime_cores: usize,
+    /// limit is its own and the sidecar has its own CPU; the model gets N threads unless
+    /// --model-threads says otherwise. Default: half the cores (1 of 2). 0: every process
+    /// shares every core (the model's threads then wait for each other whenever anything else
+    /// runs).
+    #[arg(long)]
+    runtime_cores: Option<usize>,
     /// The `modelmesh` binary whose `up` is measured (default: this one), for an A/B of two
     /// builds with the same client.
     #[arg(long)]
@@ -217,7 +219,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             a.llama_server.display()
         );
     }
-    let split = match a.runtime_cores {
+    let split = match a.runtime_cores.unwrap_or(cpus::allowed_cores().len() / 2) {
         0 => None,
         n => Some(cpus::Split::new(n)?),
     };
