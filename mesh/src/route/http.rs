@@ -141,11 +141,6 @@ impl Router {
         let payload = with_model(body, id).ok_or_else(|| {
             RuntimeFailure::Other(Status::invalid_argument("the body is not a JSON object"))
         })?;
-        if req.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Err(RuntimeFailure::Other(Status::deadline_exceeded(
-                "the deadline expired before the runtime was called",
-            )));
-        }
         let started = Instant::now();
         let answer = match rt.api.post_json(path, payload, req.deadline).await {
             Ok(a) => a,

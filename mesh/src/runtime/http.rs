@@ -81,6 +81,9 @@ impl HttpApi {
         body: Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<Answer, ExchangeError> {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(ExchangeError::Deadline);
+        }
         let unreachable = |reason: String| ExchangeError::Unreachable {
             addr: self.addr.clone(),
             reason,

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Flags of `modelmesh bench llm`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// llama.cpp's llama-server (router mode).
     #[arg(long, default_value = "target/peers/llama/llama-server")]
@@ -343,14 +343,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // The client runs on a single-threaded runtime of its own: one thread, like most LLM
     // clients, and no worker of this process's runtime waking another between requests.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let settings = Settings {
-        models: a.models.clone(),
-        requests: a.requests,
-        tokens: a.tokens,
-        concurrency: a.concurrency,
-        misses: a.misses,
-        mesh_threads: a.mesh_threads,
-    };
+    let settings = a.clone();
     std::thread::spawn(move || {
         let done = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -366,16 +359,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     drop(up);
     let _ = std::fs::remove_dir_all(&tmp);
     result
-}
-
-/// What the measuring client needs from the flags.
-struct Settings {
-    models: PathBuf,
-    requests: usize,
-    tokens: u32,
-    concurrency: usize,
-    misses: usize,
-    mesh_threads: usize,
 }
 
 /// Where the sides listen.
@@ -394,7 +377,7 @@ struct Plan {
 }
 
 /// The measurements, every side in turn.
-async fn measure(a: &Settings, plan: &Plan) -> anyhow::Result<()> {
+async fn measure(a: &Args, plan: &Plan) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     let status = get_json(&http, &format!("{}/_modelmesh/status", plan.mesh)).await?;
     let id_of = |vm: &str| -> anyhow::Result<String> {
